@@ -1,0 +1,1 @@
+"""The ``ifskeras`` command line: thin Typer commands over library functions."""
