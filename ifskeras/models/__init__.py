@@ -1,0 +1,1 @@
+"""ConvLSTM autoencoder and variational autoencoder models (Keras 3)."""

@@ -1,0 +1,1 @@
+"""Sharded TFRecord data layer: conversion, manifest, verification and the tf.data reader."""
