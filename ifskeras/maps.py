@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -160,7 +161,8 @@ def read_maps(
 
     _check_readable(path)
     try:
-        with fits.open(path, memmap=False) as hdul:
+        with warnings.catch_warnings(record=True) as caught, fits.open(path, memmap=False) as hdul:
+            warnings.simplefilter("always")
             primary = hdul[0].header
             value_hdu = _extension(hdul, f"EMLINE_{quantity}", path)
             ivar_hdu = _extension(hdul, f"EMLINE_{quantity}_IVAR", path)
@@ -196,6 +198,15 @@ def read_maps(
             mangaid = str(primary.get("MANGAID", "")).strip()
             ra = _first_float(primary, ("OBJRA", "IFURA"))
             dec = _first_float(primary, ("OBJDEC", "IFUDEC"))
+            truncation = [str(w.message) for w in caught if "truncat" in str(w.message).lower()]
+            if truncation:
+                raise NotFitsError(path, f"file is truncated ({truncation[0]})")
+    except MissingExtensionError as error:
+        # A truncated file looks like one with missing extensions: say which it is.
+        problem = _truncation_problem(path)
+        if problem:
+            raise NotFitsError(path, problem) from error
+        raise
     except MapsReadError:
         raise
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, TypeError, ValueError,
@@ -251,6 +262,25 @@ def _check_readable(path: Path) -> None:
         raise NotFitsError(path, f"corrupt or truncated gzip ({error})") from error
     if not start.startswith(b"SIMPLE  ="):
         raise NotFitsError(path, "not a FITS file (no SIMPLE card at the start)")
+
+
+def _truncation_problem(path: Path) -> str:
+    """Describe how a file is truncated, or return '' if it is whole (only called on errors)."""
+    with open(path, "rb") as stream:
+        gzipped = stream.read(2) == b"\x1f\x8b"
+    if gzipped:
+        try:
+            with gzip.open(path, "rb") as stream:
+                size = 0
+                while chunk := stream.read(1 << 20):
+                    size += len(chunk)
+        except (OSError, EOFError, zlib.error) as error:
+            return f"corrupt or truncated gzip ({error})"
+    else:
+        size = path.stat().st_size
+    if size % 2880:
+        return f"file is truncated: {size} bytes is not a whole number of 2880-byte FITS blocks"
+    return ""
 
 
 def _extension(hdul, name: str, path: Path):
