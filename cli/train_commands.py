@@ -1,5 +1,101 @@
-"""Placeholder replaced as the commands land."""
+"""``ifskeras fit`` and ``ifskeras export``: training and SavedModel export."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
 
 
-def register(app) -> None:
-    """Add this module's commands to the Typer app."""
+class ModelKind(str, Enum):
+    ae = "ae"
+    vae = "vae"
+
+
+class StrategyName(str, Enum):
+    auto = "auto"
+    one = "one"
+    mirrored = "mirrored"
+    multiworker = "multiworker"
+
+
+class Precision(str, Enum):
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"
+    mixed_bfloat16 = "mixed_bfloat16"
+
+
+def fit(
+    records: Path = typer.Argument(..., help="Records directory written by `ifskeras convert`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (config, checkpoints, history, model)."),
+    model: ModelKind = typer.Option(ModelKind.ae, "--model", help="ae: ConvLSTM autoencoder; vae: variational."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON with [model], [train], [augment]."),
+    epochs: Optional[int] = typer.Option(None, help="Number of epochs."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size (split over replicas)."),
+    latent_dim: Optional[int] = typer.Option(None, help="Size of the latent vector."),
+    learning_rate: Optional[float] = typer.Option(None, help="Peak Adam learning rate."),
+    seed: Optional[int] = typer.Option(None, help="Seed: the same seed gives the same weights on CPU."),
+    strategy: Optional[StrategyName] = typer.Option(None, help="Devices: auto, one, mirrored (GPUs), multiworker (TF_CONFIG)."),
+    precision: Optional[Precision] = typer.Option(None, help="mixed_bfloat16 / mixed_float16 for GPUs."),
+    jit: bool = typer.Option(False, "--jit", help="XLA-compile the train step (about 25x slower for ConvLSTM on CPU)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a ConvLSTM autoencoder or VAE on records, then export a SavedModel to OUT/model.
+
+    Example: ifskeras fit records/ --model vae --out runs/vae1 --epochs 30 --batch-size 32
+    """
+    from ifskeras.config import ConfigError, load_config
+    from ifskeras.records import RecordsError
+    from ifskeras.train import TrainingError, fit as fit_run
+
+    try:
+        run_config = load_config(config).override(
+            model={"kind": model.value, "latent_dim": latent_dim},
+            train={
+                "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+                "strategy": strategy.value if strategy else None,
+                "precision": precision.value if precision else None,
+                "jit_compile": jit or None,
+            },
+        )
+        result = fit_run(records, out, run_config, resume=resume, overwrite=overwrite, progress=not quiet)
+    except (ConfigError, RecordsError, TrainingError) as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    last = result.history[-1] if result.history else {}
+    typer.echo(
+        f"trained {result.epochs_completed} epochs (best epoch {result.best_epoch}, "
+        f"best loss {result.best_val_loss:.5f}{', stopped early' if result.stopped_early else ''}); "
+        f"last epoch {last.get('samples_per_second', float('nan')):.1f} samples/s"
+    )
+    if result.export_path:
+        typer.echo(f"SavedModel: {result.export_path}")
+    typer.echo(f"history: {out / 'history.csv'}")
+
+
+def export(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `ifskeras fit`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory of the SavedModel to write."),
+) -> None:
+    """Export the best model of a run as a SavedModel (reconstruct, encode, score, metadata).
+
+    Example: ifskeras export runs/vae1 --out models/vae1
+    """
+    from ifskeras.export import ExportError, export_run
+
+    try:
+        path = export_run(run_dir, out)
+    except ExportError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"SavedModel: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add fit and export to the Typer app."""
+    app.command("fit")(fit)
+    app.command("export")(export)

@@ -107,6 +107,8 @@ class TrainConfig:
     jit_compile: bool = False
     shuffle_buffer: int = 512
     steps_per_epoch: int | None = None
+    # Bit-identical CPU runs for a seed; GPU users may trade this for speed.
+    deterministic: bool = True
 
     def __post_init__(self):
         _check_positive("epochs", self.epochs)

@@ -1,0 +1,389 @@
+"""Training: one custom loop for every tf.distribute strategy, with checkpoints and resume.
+
+The loop is ``strategy.run`` over a distributed dataset with
+``tf.nn.compute_average_loss(..., global_batch_size=...)``, the pattern that works on
+one device, MirroredStrategy and MultiWorkerMirroredStrategy alike (Keras 3 ``fit``
+does not run multi-worker). Augmentation and VAE sampling take stateless seeds built
+from (run seed, step, global replica id), so replicas never draw the same numbers and
+a CPU run with a fixed seed is bit-for-bit repeatable.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ifskeras import __version__
+from ifskeras.config import RunConfig
+
+__all__ = ["FitResult", "TrainingError", "TrainingDivergedError", "fit", "read_history"]
+
+HISTORY_FIELDS = (
+    "epoch", "loss", "reconstruction_loss", "kl_loss", "val_loss", "val_reconstruction_loss",
+    "val_kl_loss", "learning_rate", "beta", "seconds", "samples_per_second",
+)
+_STATE_FILE = "train_state.json"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or continue; the message says why and what to do."""
+
+
+class TrainingDivergedError(TrainingError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    epochs_completed: int
+    best_epoch: int
+    best_val_loss: float
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+    model_path: Path | None = None
+    export_path: Path | None = None
+
+
+def fit(
+    records_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    export: bool = True,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train the model described by ``config`` on a records directory.
+
+    Parameters
+    ----------
+    records_dir : path
+        Output of ``ifskeras convert``: shards plus manifest.json.
+    run_dir : path
+        Receives config.json, provenance.json, checkpoints/, history.csv/json,
+        tensorboard/, model.keras (best weights) and, with ``export``, the SavedModel model/.
+    config : RunConfig
+        Model, training and augmentation settings.
+    resume : bool
+        Continue an interrupted run from its last checkpoint (same epoch count, same
+        optimizer state). The stored config is used; ``config`` must match it.
+    overwrite : bool
+        Delete an existing run directory first.
+    """
+    from ifskeras.augment import GalaxyAugment
+    from ifskeras.distribute import make_strategy
+    from ifskeras.models import build_model
+    from ifskeras.records import load_manifest, make_dataset, manifest_checksum
+
+    records_dir = Path(records_dir)
+    run_dir = Path(run_dir)
+    manifest = load_manifest(records_dir)
+    info = make_strategy(config.train.strategy)
+    config = _prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite, is_chief=info.is_chief)
+    train_cfg, model_cfg = config.train, config.model
+    num_lines, size = int(manifest["shape"][0]), int(manifest["shape"][1])
+    n_train = _split_count(manifest, "train")
+    n_val = _split_count(manifest, "val")
+    global_batch = train_cfg.batch_size
+    if n_train < global_batch:
+        raise TrainingError(
+            f"{records_dir}: the train split has {n_train} galaxies, fewer than one batch of "
+            f"{global_batch}; lower --batch-size or convert more galaxies."
+        )
+    if global_batch % info.num_replicas:
+        raise TrainingError(
+            f"--batch-size {global_batch} is not divisible by the {info.num_replicas} replicas of the "
+            f"{info.kind} strategy; use a multiple of {info.num_replicas}."
+        )
+    steps_per_epoch = train_cfg.steps_per_epoch or n_train // global_batch
+    val_steps = math.ceil(n_val / global_batch) if n_val else 0
+
+    if info.is_chief:
+        _write_json(run_dir / "provenance.json", {
+            "records_dir": str(records_dir.resolve()),
+            "records_manifest_sha256": manifest_checksum(records_dir),
+            "lines": list(manifest["lines"]),
+            "shape": list(manifest["shape"]),
+            "strategy": info.kind,
+            "num_replicas": info.num_replicas,
+            "num_workers": info.num_workers,
+            "versions": package_versions(),
+        })
+
+    keras.utils.set_random_seed(train_cfg.seed)
+    if train_cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    previous_policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(train_cfg.precision)
+    try:
+        with info.strategy.scope():
+            model = build_model(model_cfg, num_lines=num_lines, size=size)
+            model(tf.zeros([1, num_lines, size, size, 1]), training=False)
+            augment = GalaxyAugment(
+                dihedral=config.augment.dihedral,
+                max_rotation_degrees=config.augment.max_rotation_degrees,
+                max_translation_pixels=config.augment.max_translation_pixels,
+                ivar_noise=config.augment.ivar_noise,
+            )
+            schedule = _learning_rate_schedule(train_cfg, steps_per_epoch)
+            optimizer = keras.optimizers.Adam(learning_rate=schedule)
+            if train_cfg.precision == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(model.trainable_variables)
+            epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+        checkpoint_dir = run_dir / "checkpoints"
+        if not info.is_chief:  # every worker must save (collectives), only the chief keeps it
+            checkpoint_dir = run_dir / "workers" / f"worker-{info.worker_index}" / "checkpoints"
+        manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=2)
+        state = {"best_val_loss": math.inf, "best_epoch": -1, "wait": 0}
+        history: list[dict] = []
+        if resume and manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).expect_partial()
+            state = json.loads((run_dir / _STATE_FILE).read_text()) if (run_dir / _STATE_FILE).exists() else state
+            history = read_history(run_dir)[: int(epoch_var.numpy())]
+        start_epoch = int(epoch_var.numpy())
+
+        def dataset_fn(split: str, training: bool):
+            def make(context: tf.distribute.InputContext):
+                return make_dataset(
+                    records_dir, split,
+                    batch_size=context.get_per_replica_batch_size(global_batch),
+                    training=training, repeat=True, drop_remainder=True,
+                    shuffle_buffer=train_cfg.shuffle_buffer, seed=train_cfg.seed,
+                    num_input_pipelines=context.num_input_pipelines,
+                    input_pipeline_id=context.input_pipeline_id,
+                )
+            return info.strategy.distribute_datasets_from_function(make)
+
+        train_iterator = iter(dataset_fn("train", True))
+        val_iterator = iter(dataset_fn("val", False)) if val_steps else None
+        loss_names = ("loss", "reconstruction_loss") + (("kl_loss",) if model_cfg.kind == "vae" else ())
+
+        def replica_seed(step):
+            context = tf.distribute.get_replica_context()
+            replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+            stream = tf.cast(step, tf.int32) * info.num_replicas + replica
+            return tf.stack([tf.constant(train_cfg.seed, tf.int32), stream])
+
+        def train_step_fn(batch, step):
+            seed = replica_seed(step)
+            flux, ivar, valid = augment(batch["flux"], batch["ivar"], batch["valid"], training=True, seed=seed)
+            with tf.GradientTape() as tape:
+                losses = model.per_example_losses(flux, ivar, valid, training=True, seed=seed[::-1])
+                loss = tf.nn.compute_average_loss(losses["loss"], global_batch_size=global_batch)
+                scaled_loss = optimizer.scale_loss(loss)
+            gradients = tape.gradient(scaled_loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return {name: tf.nn.compute_average_loss(losses[name], global_batch_size=global_batch) for name in loss_names}
+
+        def val_step_fn(batch):
+            losses = model.per_example_losses(batch["flux"], batch["ivar"], batch["valid"], training=False)
+            return {name: tf.nn.compute_average_loss(losses[name], global_batch_size=global_batch) for name in loss_names}
+
+        def reduce(per_replica):
+            return {k: info.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+        @tf.function(jit_compile=train_cfg.jit_compile or None)
+        def train_step(iterator, step):
+            return reduce(info.strategy.run(train_step_fn, args=(next(iterator), step)))
+
+        @tf.function
+        def val_step(iterator):
+            return reduce(info.strategy.run(val_step_fn, args=(next(iterator),)))
+
+        writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if info.is_chief else None
+        stopped_early = False
+        for epoch in range(start_epoch, train_cfg.epochs):
+            beta = model_cfg.beta * min(1.0, (epoch + 1) / max(1, model_cfg.kl_warmup_epochs))
+            model.beta.assign(beta)
+            started = time.perf_counter()
+            sums = dict.fromkeys(loss_names, 0.0)
+            with _progress(progress and info.is_chief, f"epoch {epoch + 1}/{train_cfg.epochs}", steps_per_epoch) as advance:
+                for step_in_epoch in range(steps_per_epoch):
+                    global_step = epoch * steps_per_epoch + step_in_epoch
+                    values = train_step(train_iterator, tf.constant(global_step, tf.int64))
+                    values = {k: float(v) for k, v in values.items()}
+                    if not math.isfinite(values["loss"]):
+                        raise TrainingDivergedError(
+                            f"loss became {values['loss']} at epoch {epoch + 1}, step {step_in_epoch + 1}; "
+                            f"the last good checkpoint (epoch {epoch}) is kept in {checkpoint_dir}. "
+                            "Lower --learning-rate, check the records with `ifskeras verify`, or use float32."
+                        )
+                    for k in loss_names:
+                        sums[k] += values[k]
+                    elapsed = time.perf_counter() - started
+                    advance(loss=values["loss"], samples_per_second=(step_in_epoch + 1) * global_batch / elapsed)
+            seconds = time.perf_counter() - started
+            row = {k: sums[k] / steps_per_epoch for k in loss_names}
+            if val_iterator is not None:
+                val_sums = dict.fromkeys(loss_names, 0.0)
+                for _ in range(val_steps):
+                    for k, v in val_step(val_iterator).items():
+                        val_sums[k] += float(v)
+                row.update({f"val_{k}": val_sums[k] / val_steps for k in loss_names})
+            monitored = row.get("val_loss", row["loss"])
+            row.update({
+                "epoch": epoch + 1,
+                "learning_rate": float(keras.ops.convert_to_numpy(_current_lr(optimizer))),
+                "beta": beta,
+                "seconds": seconds,
+                "samples_per_second": steps_per_epoch * global_batch / seconds,
+            })
+            history.append(row)
+            if monitored < state["best_val_loss"]:
+                state.update(best_val_loss=monitored, best_epoch=epoch + 1, wait=0)
+                if info.is_chief:
+                    model.save_weights(str(run_dir / "best.weights.h5"))
+            else:
+                state["wait"] += 1
+            epoch_var.assign(epoch + 1)
+            manager.save(checkpoint_number=epoch + 1)
+            if info.is_chief:
+                _write_json(run_dir / _STATE_FILE, state)
+                _write_history(run_dir, history)
+                with writer.as_default(step=epoch + 1):
+                    for key, value in row.items():
+                        if key != "epoch":
+                            tf.summary.scalar(key, value)
+                writer.flush()
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+            if train_cfg.early_stopping_patience and state["wait"] >= train_cfg.early_stopping_patience:
+                stopped_early = True
+                break
+
+        result = FitResult(run_dir, int(epoch_var.numpy()), state["best_epoch"], state["best_val_loss"], history, stopped_early)
+        if info.is_chief:
+            if (run_dir / "best.weights.h5").exists():
+                model.load_weights(str(run_dir / "best.weights.h5"))
+            result.model_path = run_dir / "model.keras"
+            model.save(str(result.model_path))
+            if export:
+                from ifskeras.export import export_model
+                result.export_path = export_model(
+                    model, run_dir / "model", lines=manifest["lines"], size=size,
+                    extra={"records_manifest_sha256": manifest_checksum(records_dir), "run_config": config.to_dict()},
+                )
+        return result
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def read_history(run_dir: str | os.PathLike) -> list[dict]:
+    """The per-epoch history of a run directory (empty when none was written)."""
+    path = Path(run_dir) / "history.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def package_versions() -> dict:
+    import astropy
+    import sklearn
+    import tensorflow_probability as tfp
+
+    return {
+        "ifskeras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+        "tensorflow_probability": tfp.__version__, "numpy": np.__version__,
+        "astropy": astropy.__version__, "scikit-learn": sklearn.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _prepare_run_dir(run_dir: Path, config: RunConfig, *, resume: bool, overwrite: bool, is_chief: bool) -> RunConfig:
+    config_path = run_dir / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise TrainingError(f"{run_dir}: nothing to resume (no config.json); start without --resume.")
+        # The stored config defines the run; only the epoch budget may be extended.
+        stored = RunConfig.from_dict(json.loads(config_path.read_text()))
+        return stored.override(train={"epochs": config.train.epochs})
+    if run_dir.exists() and any(run_dir.iterdir()) and is_chief:
+        if not overwrite:
+            raise TrainingError(
+                f"{run_dir} is not empty; use --resume to continue that run or --overwrite to replace it."
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if is_chief:
+        _write_json(config_path, config.to_dict())
+    return config
+
+
+def _split_count(manifest: dict, split: str) -> int:
+    return int(manifest["splits"].get(split, {}).get("examples", 0))
+
+
+def _learning_rate_schedule(train_cfg, steps_per_epoch: int):
+    total = max(1, train_cfg.epochs * steps_per_epoch)
+    if train_cfg.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(train_cfg.learning_rate, decay_steps=total, alpha=0.05)
+    if train_cfg.schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            train_cfg.learning_rate, decay_steps=max(1, steps_per_epoch), decay_rate=0.9
+        )
+    return train_cfg.learning_rate
+
+
+def _current_lr(optimizer):
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    lr = inner.learning_rate
+    return lr(inner.iterations) if callable(lr) else lr
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    _write_json(run_dir / "history.json", history)
+    tmp = run_dir / "history.csv.tmp"
+    with open(tmp, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: row.get(k, "") for k in HISTORY_FIELDS})
+    os.replace(tmp, run_dir / "history.csv")
+
+
+class _progress:
+    """A rich progress bar for one epoch, or nothing when quiet (a context manager)."""
+
+    def __init__(self, enabled: bool, description: str, total: int):
+        self.enabled, self.description, self.total = enabled, description, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda **_: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[samples_per_second]:.1f} samples/s"),
+            TimeElapsedColumn(), transient=False,
+        )
+        self._bar.start()
+        task = self._bar.add_task(self.description, total=self.total, loss=float("nan"), samples_per_second=0.0)
+        return lambda **fields: self._bar.update(task, advance=1, **fields)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._bar.stop()
+        return False
