@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from ifskeras import __version__
 from ifskeras.config import RunConfig
+from ifskeras.progress import progress_bar
 
 __all__ = ["FitResult", "TrainingError", "TrainingDivergedError", "fit", "read_history"]
 
@@ -215,7 +216,9 @@ def fit(
             model.beta.assign(beta)
             started = time.perf_counter()
             sums = dict.fromkeys(loss_names, 0.0)
-            with _progress(progress and info.is_chief, f"epoch {epoch + 1}/{train_cfg.epochs}", steps_per_epoch) as advance:
+            description = f"epoch {epoch + 1}/{train_cfg.epochs}"
+            with progress_bar(progress and info.is_chief, description, steps_per_epoch * global_batch,
+                              unit="samples", fields={"loss": ".4f"}) as advance:
                 for step_in_epoch in range(steps_per_epoch):
                     global_step = epoch * steps_per_epoch + step_in_epoch
                     values = train_step(train_iterator, tf.constant(global_step, tf.int64))
@@ -228,8 +231,7 @@ def fit(
                         )
                     for k in loss_names:
                         sums[k] += values[k]
-                    elapsed = time.perf_counter() - started
-                    advance(loss=values["loss"], samples_per_second=(step_in_epoch + 1) * global_batch / elapsed)
+                    advance(global_batch, loss=values["loss"])
             seconds = time.perf_counter() - started
             row = {k: sums[k] / steps_per_epoch for k in loss_names}
             if val_iterator is not None:
@@ -361,29 +363,3 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
         for row in history:
             writer.writerow({k: row.get(k, "") for k in HISTORY_FIELDS})
     os.replace(tmp, run_dir / "history.csv")
-
-
-class _progress:
-    """A rich progress bar for one epoch, or nothing when quiet (a context manager)."""
-
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda **_: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[samples_per_second]:.1f} samples/s"),
-            TimeElapsedColumn(), transient=False,
-        )
-        self._bar.start()
-        task = self._bar.add_task(self.description, total=self.total, loss=float("nan"), samples_per_second=0.0)
-        return lambda **fields: self._bar.update(task, advance=1, **fields)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self._bar.stop()
-        return False

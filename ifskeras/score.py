@@ -1,0 +1,329 @@
+"""Scoring a survey with an exported SavedModel: anomaly scores, latents, UMAP, neighbours.
+
+Only the SavedModel and the records are needed: the model is loaded with
+``tf.saved_model.load`` (no ifskeras class involved), and records stream through its
+``score`` endpoint in batches, so memory grows with the number of galaxies times the
+latent size, never with the maps.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ifskeras.progress import progress_bar
+
+__all__ = [
+    "ScoringError",
+    "ScoreResult",
+    "score_records",
+    "load_scores",
+    "nearest_neighbors",
+    "central_line_ratios",
+    "check_model_matches_records",
+    "SCORES_CSV",
+    "SCORES_FITS",
+    "LATENTS_NPY",
+    "SCORING_JSON",
+]
+
+SCORES_CSV = "scores.csv"
+SCORES_FITS = "scores.fits"
+LATENTS_NPY = "latents.npy"
+SCORING_JSON = "scoring.json"
+#: Radius of the central aperture for line ratios, as a fraction of the map size.
+CENTRAL_APERTURE_FRACTION = 0.15
+_RATIO_LINES = {
+    "log_nii_ha": ("NII-6585", "Ha-6564"),
+    "log_oiii_hb": ("OIII-5008", "Hb-4862"),
+    "log_sii_ha": (("SII-6718", "SII-6732"), "Ha-6564"),
+    "log_oi_ha": ("OI-6302", "Ha-6564"),
+}
+
+
+class ScoringError(ValueError):
+    """Scoring cannot run: a bad model directory, mismatched records, an unknown ID..."""
+
+
+@dataclass
+class ScoreResult:
+    out_dir: Path
+    n_galaxies: int
+    splits: dict
+    seconds: float
+    samples_per_second: float
+
+
+def check_model_matches_records(metadata: dict, manifest: dict, *, model_dir, records_dir) -> None:
+    """Refuse records whose lines or map size differ from what the model was trained on."""
+    model_lines, record_lines = list(metadata["lines"]), list(manifest["lines"])
+    if model_lines != record_lines:
+        raise ScoringError(
+            f"model {model_dir} was trained on lines {', '.join(model_lines)} but records "
+            f"{records_dir} hold {', '.join(record_lines)}; convert with --lines matching the model"
+        )
+    model_size, record_size = int(metadata["size"]), int(manifest["shape"][-1])
+    if model_size != record_size:
+        raise ScoringError(
+            f"model {model_dir} takes {model_size}x{model_size} maps but records {records_dir} hold "
+            f"{record_size}x{record_size}; convert with --size {model_size}"
+        )
+
+
+def score_records(
+    model_dir: str | os.PathLike,
+    records_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    splits: tuple[str, ...] | None = None,
+    batch_size: int = 64,
+    k: int = 10,
+    umap: bool = True,
+    seed: int | None = 0,
+    progress: bool = True,
+) -> ScoreResult:
+    """Score every galaxy of ``records_dir`` with the SavedModel in ``model_dir``.
+
+    Writes to ``out_dir``: ``scores.csv`` and ``scores.fits`` (one row per galaxy with
+    id, split, label, anomaly_score, anomaly_percentile, err_<LINE>, latent_<i>,
+    knn_score, knn_percentile, combined_score, central line ratios, umap_x, umap_y),
+    ``latents.npy`` and ``scoring.json`` (which model and records were scored).
+
+    ``seed`` makes UMAP reproducible (and single-threaded); ``seed=None`` lets UMAP use
+    every core.
+    """
+    import tensorflow as tf
+
+    from ifskeras.export import ExportError, read_model_metadata
+    from ifskeras.records import load_manifest, make_dataset, manifest_checksum
+
+    model_dir, records_dir, out_dir = Path(model_dir), Path(records_dir), Path(out_dir)
+    try:
+        metadata = read_model_metadata(model_dir)
+    except ExportError as error:
+        raise ScoringError(str(error)) from None
+    manifest = load_manifest(records_dir)
+    check_model_matches_records(metadata, manifest, model_dir=model_dir, records_dir=records_dir)
+    available = [name for name, split in manifest["splits"].items() if int(split.get("examples", 0)) > 0]
+    splits = tuple(splits or available)
+    empty = [name for name in splits if name not in available]
+    if empty:
+        raise ScoringError(
+            f"records {records_dir} have no galaxies in split(s) {', '.join(empty)}; "
+            f"splits with galaxies: {', '.join(available) or 'none'}"
+        )
+    if k < 1:
+        raise ScoringError(f"k must be at least 1. Received: {k}")
+    lines = list(manifest["lines"])
+    loaded = tf.saved_model.load(str(model_dir))
+    total = sum(int(manifest["splits"][name]["examples"]) for name in splits)
+
+    columns: dict[str, list] = {"id": [], "split": [], "label": [], "anomaly_score": []}
+    line_errors, latents, ratios = [], [], []
+    started = time.perf_counter()
+    with progress_bar(progress, "scoring", total) as advance:
+        for split in splits:
+            dataset = make_dataset(records_dir, split, batch_size=batch_size, training=False)
+            for batch in dataset:
+                out = loaded.score(batch["flux"], batch["valid"])
+                n = int(batch["flux"].shape[0])
+                columns["id"].extend(v.decode() for v in batch["id"].numpy())
+                columns["split"].extend([split] * n)
+                columns["label"].extend(v.decode() for v in batch["label"].numpy())
+                columns["anomaly_score"].extend(out["anomaly_score"].numpy().astype(float))
+                line_errors.append(out["line_error"].numpy())
+                latents.append(out["latent_mean"].numpy())
+                ratios.append(central_line_ratios(batch["flux"].numpy()[..., 0], batch["valid"].numpy()[..., 0], lines))
+                advance(n)
+    seconds = time.perf_counter() - started
+    n_galaxies = len(columns["id"])
+    line_errors = np.concatenate(line_errors).astype(np.float64)
+    latents = np.concatenate(latents).astype(np.float32)
+    ratios = {name: np.concatenate([r[name] for r in ratios]) for name in _RATIO_LINES}
+    anomaly = np.asarray(columns["anomaly_score"], dtype=np.float64)
+    split_array = np.asarray(columns["split"])
+    reference = split_array == "train" if (split_array == "train").any() else np.ones(n_galaxies, bool)
+
+    knn = knn_isolation(latents, reference, k=k)
+    anomaly_pct = _percentile_of(anomaly, anomaly[reference])
+    knn_pct = _percentile_of(knn, knn[reference])
+    table = {
+        "id": columns["id"],
+        "split": columns["split"],
+        "label": columns["label"],
+        "anomaly_score": anomaly,
+        "anomaly_percentile": anomaly_pct,
+        "knn_score": knn,
+        "knn_percentile": knn_pct,
+        # Rank average of the two scores: a galaxy must be unusual in both views to top it.
+        "combined_score": 0.5 * (anomaly_pct + knn_pct),
+    }
+    for index, line in enumerate(lines):
+        table[f"err_{line}"] = line_errors[:, index]
+    for index in range(latents.shape[1]):
+        table[f"latent_{index}"] = latents[:, index].astype(np.float64)
+    table.update(ratios)
+    table["umap_x"], table["umap_y"] = _umap(latents, seed=seed) if umap else (np.full(n_galaxies, np.nan),) * 2
+
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    _write_csv(staging / SCORES_CSV, table)
+    _write_fits(staging / SCORES_FITS, table, lines=lines)
+    np.save(staging / LATENTS_NPY, latents)
+    provenance = {
+        "model_dir": str(model_dir.resolve()),
+        "records_dir": str(records_dir.resolve()),
+        "records_manifest_sha256": manifest_checksum(records_dir),
+        "model_metadata": {k: metadata[k] for k in ("lines", "size", "scaling", "softening", "latent_dim", "model_class")},
+        "splits": {name: int((split_array == name).sum()) for name in splits},
+        "k": k,
+        "umap_seed": seed,
+        "n_galaxies": n_galaxies,
+        "seconds": seconds,
+    }
+    (staging / SCORING_JSON).write_text(json.dumps(provenance, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+    return ScoreResult(out_dir, n_galaxies, provenance["splits"], seconds, n_galaxies / max(seconds, 1e-9))
+
+
+def knn_isolation(latents: np.ndarray, reference: np.ndarray, *, k: int = 10) -> np.ndarray:
+    """Mean Euclidean distance to the k nearest reference galaxies, excluding the galaxy itself."""
+    from sklearn.neighbors import NearestNeighbors
+
+    reference_points = latents[reference]
+    k_eff = min(k, max(1, len(reference_points) - 1))
+    index = NearestNeighbors(n_neighbors=k_eff + 1).fit(reference_points)
+    distances, neighbours = index.kneighbors(latents)
+    reference_ids = np.flatnonzero(reference)
+    is_self = reference_ids[neighbours] == np.arange(len(latents))[:, None]
+    # Drop the galaxy itself where it is in the reference set, else the farthest of k+1.
+    keep = np.where(is_self.any(axis=1, keepdims=True), ~is_self, np.arange(k_eff + 1) < k_eff)
+    return (distances * keep).sum(axis=1) / keep.sum(axis=1)
+
+
+def central_line_ratios(flux: np.ndarray, valid: np.ndarray, lines: list[str]) -> dict[str, np.ndarray]:
+    """log10 line ratios of the flux summed in a central circular aperture, per galaxy.
+
+    ``flux`` and ``valid`` are [B, L, S, S]. A ratio is NaN when a line is not in
+    ``lines`` or its aperture sum is not positive.
+    """
+    size = flux.shape[-1]
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
+    aperture = (np.hypot(yy, xx) <= max(1.5, CENTRAL_APERTURE_FRACTION * size)).astype(np.float64)
+    sums = np.einsum("blyx,yx->bl", flux * valid, aperture)
+    index = {line: i for i, line in enumerate(lines)}
+
+    def total(names):
+        names = names if isinstance(names, tuple) else (names,)
+        if not all(name in index for name in names):
+            return np.full(flux.shape[0], np.nan)
+        return sum(sums[:, index[name]] for name in names)
+
+    out = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name, (numerator, denominator) in _RATIO_LINES.items():
+            top, bottom = total(numerator), total(denominator)
+            ratio = np.log10(top / bottom)
+            out[name] = np.where((top > 0) & (bottom > 0), ratio, np.nan)
+    return out
+
+
+def load_scores(scores_dir: str | os.PathLike) -> tuple[dict, np.ndarray, dict]:
+    """(table as dict of numpy columns, latents [N, D], scoring.json) of a scores directory."""
+    scores_dir = Path(scores_dir)
+    missing = [name for name in (SCORES_CSV, LATENTS_NPY, SCORING_JSON) if not (scores_dir / name).exists()]
+    if missing:
+        raise ScoringError(f"{scores_dir}: not a scores directory (missing {', '.join(missing)}); run `ifskeras score` first")
+    with open(scores_dir / SCORES_CSV, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    text_columns = {"id", "split", "label"}
+    table = {}
+    for name in rows[0].keys() if rows else []:
+        values = [row[name] for row in rows]
+        table[name] = np.asarray(values) if name in text_columns else np.asarray(values, dtype=np.float64)
+    return table, np.load(scores_dir / LATENTS_NPY), json.loads((scores_dir / SCORING_JSON).read_text())
+
+
+def nearest_neighbors(scores_dir: str | os.PathLike, galaxy_id: str, *, k: int = 10) -> list[tuple[str, str, float]]:
+    """The k galaxies nearest to ``galaxy_id`` in latent space: (id, label, distance) rows."""
+    from sklearn.neighbors import NearestNeighbors
+
+    table, latents, _ = load_scores(scores_dir)
+    ids = list(table["id"])
+    if galaxy_id not in ids:
+        close = difflib.get_close_matches(galaxy_id, ids, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ScoringError(f"galaxy {galaxy_id!r} is not in {scores_dir} ({len(ids)} galaxies){hint}")
+    if k < 1:
+        raise ScoringError(f"k must be at least 1. Received: {k}")
+    query = ids.index(galaxy_id)
+    k_eff = min(k, len(ids) - 1)
+    distances, neighbours = NearestNeighbors(n_neighbors=k_eff + 1).fit(latents).kneighbors(latents[query : query + 1])
+    rows = [(ids[j], str(table["label"][j]), float(d)) for j, d in zip(neighbours[0], distances[0]) if j != query]
+    return rows[:k_eff]
+
+
+def _percentile_of(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Percentage of the reference distribution at or below each value."""
+    ordered = np.sort(reference)
+    return 100.0 * np.searchsorted(ordered, values, side="right") / len(ordered)
+
+
+def _umap(latents: np.ndarray, *, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    n = len(latents)
+    if n < 4:
+        return np.zeros(n), np.zeros(n)
+    import warnings
+
+    import umap
+
+    with warnings.catch_warnings():
+        # random_state forces one thread; umap says so in a warning we already document.
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
+        reducer = umap.UMAP(n_neighbors=min(15, n - 1), min_dist=0.1, random_state=seed,
+                            n_jobs=1 if seed is not None else -1, init="spectral" if n > 20 else "random")
+        embedding = reducer.fit_transform(latents)
+    return embedding[:, 0].astype(np.float64), embedding[:, 1].astype(np.float64)
+
+
+def _write_csv(path: Path, table: dict) -> None:
+    names = list(table)
+    columns = [table[name] for name in names]
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(names)
+        for row in zip(*columns):
+            writer.writerow([_format_cell(value) for value in row])
+
+
+def _format_cell(value) -> str:
+    if isinstance(value, str):
+        return value
+    value = float(value)
+    return "" if np.isnan(value) else repr(value)
+
+
+def _write_fits(path: Path, table: dict, *, lines: list[str]) -> None:
+    from astropy.table import Table
+
+    out = Table({name: np.asarray(values) for name, values in table.items()})
+    out.meta["ORIGIN"] = "ifskeras"
+    out.meta["NLINES"] = len(lines)
+    for name in table:
+        if name.startswith("err_"):
+            out[name].description = f"masked squared reconstruction error of {name[4:]} (scaled flux)"
+    out["anomaly_score"].description = "masked mean squared reconstruction error (scaled flux)"
+    out["knn_score"].description = "mean latent distance to the k nearest training galaxies"
+    out.write(path, format="fits", overwrite=True)
