@@ -1,0 +1,262 @@
+"""Tests of ifskeras.figures and ifskeras.report: PNGs written, numbers exact, page renders in Chromium.
+
+The browser test (``test_report_renders_in_chromium``) needs no Python package beyond
+the standard library. It copies the report, injects two small scripts into the copy
+(one at the top of ``<head>`` that records ``error`` events, resource-load failures and
+``console.error`` calls; one that on ``load`` writes the state of every ``<img>`` as JSON
+into a ``<pre>``), adds one deliberately broken image as a control, and runs
+``chromium --headless --dump-dom`` on the ``file://`` URL with network features off
+and DNS disabled. The dumped DOM holds the JSON; Chromium's own log
+(``--enable-logging=stderr``) is also searched for "Uncaught". It is skipped when no
+Chromium binary is found.
+"""
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ifskeras import figures
+from ifskeras.evaluate import compare_to_baselines, evaluate_scores, neighbour_retrieval
+from ifskeras.report import (
+    format_class_recall_table,
+    format_evaluation_table,
+    format_number,
+    format_ratio_table,
+    format_retrieval_table,
+    write_report,
+)
+
+SEED = 11
+N, S = 60, 8
+LINES = ("Hb-4862", "OIII-5008", "Ha-6564", "NII-6585")
+TITLE = "Toy <survey> & report"
+CHROMIUM_TIMEOUT_S = 60
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _toy(tmp_dir: Path) -> dict:
+    rng = np.random.default_rng(SEED)
+    labels = np.array(["SF"] * 40 + ["Seyfert"] * 8 + ["blueberry"] * 4 + ["LINER"] * 4 + [""] * 4)
+    positive = np.isin(labels, ["Seyfert", "blueberry"])
+    latents = rng.normal(size=(N, 3)) + 4 * positive[:, None]
+    scores = {
+        "anomaly_score": rng.normal(size=N) + positive,
+        "knn_score": rng.normal(size=N) + 2 * positive,
+        "random": rng.random(N),
+    }
+    table = {
+        "id": np.array([f"{8000 + i}-{1901 + i % 3}" for i in range(N)]),
+        "split": np.where(np.arange(N) % 5 == 0, "test", "train"),
+        "label": labels,
+        **scores,
+        "anomaly_percentile": 100 * np.argsort(np.argsort(scores["anomaly_score"])) / (N - 1),
+        **{f"err_{line}": rng.random(N) for line in LINES},
+        "umap_x": latents[:, 0],
+        "umap_y": latents[:, 1],
+    }
+    flux = rng.gamma(2.0, 0.5, size=(N, len(LINES), S, S))
+    valid = np.ones(flux.shape, dtype=bool)
+    valid[:, :, 0, :2] = False
+    ratios = np.column_stack([rng.normal(-0.4, 0.2, N), rng.normal(-0.2, 0.3, N), rng.normal(-0.4, 0.2, N)])
+    ratios[3, :] = np.nan
+    evaluation = evaluate_scores(scores, labels, ks=(5, "n_pos"), n_bootstrap=100, seed=SEED)
+    comparisons = compare_to_baselines(evaluation, "anomaly_score")
+    retrieval = neighbour_retrieval(latents, labels, k=4, line_ratios=ratios)
+    history_csv = tmp_dir / "history.csv"
+    history_csv.write_text("epoch,loss,val_loss\n0,1.0,1.1\n1,0.6,0.7\n2,0.4,0.55\n")
+    top = np.argsort(-scores["anomaly_score"])[:2]
+    galleries = [
+        {"id": table["id"][i], "label": labels[i], "score": scores["anomaly_score"][i],
+         "percentile": table["anomaly_percentile"][i], "flux": flux[i], "reconstruction": 0.8 * flux[i],
+         "valid": valid[i], "line_error": rng.random(len(LINES))}
+        for i in top
+    ]
+    members = [int(top[0]), 1, 2, 3]
+    neighbours = [{"query_id": table["id"][members[0]], "neighbour_ids": table["id"][members[1:]],
+                   "distances": [0.5, 0.75, 1.25], "flux": flux[members], "valid": valid[members],
+                   "labels": labels[members]}]
+    return {
+        "scores_table": table, "evaluation": evaluation, "comparisons": comparisons, "retrieval": retrieval,
+        "history": history_csv, "galleries": galleries, "neighbours": neighbours, "lines": LINES,
+        "bpt": {"log_nii_ha": ratios[:, 0], "log_oiii_hb": ratios[:, 1]}, "title": TITLE,
+        "provenance": {"model_dir": "runs/<ae>", "records_dir": "records/", "versions": {"numpy": np.__version__}},
+    }
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp_dir = tmp_path_factory.mktemp("report")
+    inputs = _toy(tmp_dir)
+    index = write_report(tmp_dir / "out", **inputs)
+    return index, inputs
+
+
+def _img_sources(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', page)
+
+
+def test_report_writes_page_and_figures(report):
+    index, _ = report
+    assert index.name == "index.html" and index.is_file()
+    page = index.read_text(encoding="utf-8")
+    sources = _img_sources(page)
+    expected = {"loss_curves", "score_histogram", "umap_score", "umap_label", "bpt", "roc_pr", "gallery_01",
+                "gallery_02", "neighbours_01"}
+    assert {Path(s).stem.split("_8")[0] for s in sources} == expected
+    for source in sources:
+        assert source.startswith("figures/")
+        png = index.parent / html.unescape(source)
+        assert png.stat().st_size > 1000
+        assert png.read_bytes()[:8] == PNG_MAGIC
+    json.loads((index.parent / "evaluation.json").read_text())
+
+
+def test_report_is_self_contained_and_escaped(report):
+    index, _ = report
+    page = index.read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page and "<script" not in page.lower()
+    assert "<link" not in page and "@import" not in page and "url(" not in page
+    assert html.escape(TITLE) in page and TITLE not in page
+    assert "runs/&lt;ae&gt;" in page
+
+
+def test_report_numbers_are_the_values_passed_in(report):
+    index, inputs = report
+    page = index.read_text(encoding="utf-8")
+    evaluation, comparisons, retrieval = inputs["evaluation"], inputs["comparisons"], inputs["retrieval"]
+    for rows in (format_evaluation_table(evaluation, comparisons), format_class_recall_table(evaluation),
+                 format_retrieval_table(retrieval), format_ratio_table(retrieval)):
+        for row in rows:
+            for cell in row:
+                assert html.escape(cell) in page, cell
+    model = evaluation.metrics["anomaly_score"]
+    auroc = f"{model.auroc.value:.3f} [{model.auroc.low:.3f}, {model.auroc.high:.3f}]"
+    assert f"<td>{auroc}</td>" in page
+    knn = next(c for c in comparisons if c.baseline == "knn_score")
+    assert f"<td>{format_number(knn.delta_auroc.value)} [" in page
+    assert f'<td class="{knn.verdict}">{knn.verdict}</td>' in page
+    assert f"<td>{format_number(retrieval.same_class_fraction)}</td>" in page
+
+
+def test_format_number():
+    assert format_number(0.123456) == "0.123"
+    assert format_number(-0.0001) == "0.000"
+    assert format_number(np.float32(2.5)) == "2.500"
+    assert format_number(np.int64(48)) == "48"
+    assert format_number(float("nan")) == "n/a" and format_number(None) == "n/a"
+    assert format_number(1 / 3, decimals=5) == "0.33333"
+
+
+def test_minimal_report_without_optional_inputs(tmp_path):
+    table = {"id": np.array(["a", "b", "c", "d"]), "anomaly_score": np.array([0.1, 0.4, 0.2, 0.9])}
+    index = write_report(tmp_path / "minimal", scores_table=table)
+    page = index.read_text(encoding="utf-8")
+    assert _img_sources(page) == ["figures/score_histogram.png"]
+    assert "No training history was given." in page and "not evaluated" in page
+    from astropy.table import MaskedColumn, Table
+
+    labelled = Table({**table, "label": MaskedColumn(["SF", "x", "Seyfert", "SF"], mask=[0, 1, 0, 0])})
+    page = write_report(tmp_path / "astropy", scores_table=labelled).read_text(encoding="utf-8")
+    assert "<td>class unlabelled</td><td>1</td>" in page and "N/A" not in page
+    with pytest.raises(ValueError, match="scores_table needs columns"):
+        write_report(tmp_path / "bad", scores_table={"id": table["id"]})
+
+
+def test_figures_write_pngs_and_validate(tmp_path):
+    rng = np.random.default_rng(SEED)
+    history = {"epoch": [0, 1, 2], "loss": [3.0, 2.0, 1.5], "val_loss": [3.2, 2.1, 1.7],
+               "reconstruction_loss": [2.5, 1.6, 1.2], "kl_loss": [0.5, 0.4, 0.3]}
+    paths = [
+        figures.plot_loss_curves(history, tmp_path / "loss.png"),
+        figures.plot_score_histogram(rng.random(50), tmp_path / "hist.png"),
+        figures.plot_roc_pr(np.r_[np.zeros(20), np.ones(5)], {"s": rng.random(25)}, tmp_path / "roc.png"),
+    ]
+    for path in paths:
+        assert path.read_bytes()[:8] == PNG_MAGIC
+    flux = rng.random((2, len(LINES), S, S))
+    valid = np.ones(flux.shape, dtype=bool)
+    with pytest.raises(ValueError, match="missing"):
+        figures.plot_neighbours(flux[:, :2], valid[:, :2], LINES[:2], tmp_path / "n.png", ids=["a", "b"])
+    with pytest.raises(ValueError, match="line_error"):
+        figures.plot_gallery(flux[0], flux[0], valid[0], LINES, np.ones(3), tmp_path / "g.png")
+    with pytest.raises(ValueError, match="'loss'"):
+        figures.plot_loss_curves({"val_loss": [1.0]}, tmp_path / "l.png")
+    assert figures.kauffmann03(0.0) == pytest.approx(0.61 / -0.05 + 1.30)
+    assert figures.kewley01(0.0) == pytest.approx(0.61 / -0.47 + 1.19)
+
+
+# --------------------------------------------------------------------------- browser
+
+_CHECK_HEAD = """<script>
+window.__ifskerasErrors = [];
+window.addEventListener("error", function (event) {
+  var target = event.target;
+  window.__ifskerasErrors.push(target && target !== window && target.getAttribute
+    ? "failed to load " + target.getAttribute("src") : "error: " + event.message);
+}, true);
+window.addEventListener("unhandledrejection", function (event) {
+  window.__ifskerasErrors.push("unhandled rejection: " + event.reason);
+});
+var __ifskerasConsoleError = console.error;
+console.error = function () {
+  window.__ifskerasErrors.push("console.error: " + Array.prototype.join.call(arguments, " "));
+  __ifskerasConsoleError.apply(console, arguments);
+};
+</script>"""
+_CHECK_BODY = """<img src="figures/control-missing.png" alt="control">
+<script>
+window.addEventListener("load", function () {
+  var images = Array.prototype.map.call(document.images, function (img) {
+    return {src: img.getAttribute("src"), complete: img.complete, naturalWidth: img.naturalWidth};
+  });
+  var out = document.createElement("pre");
+  out.id = "ifskeras-check";
+  out.textContent = JSON.stringify({images: images, errors: window.__ifskerasErrors});
+  document.body.appendChild(out);
+});
+</script>"""
+_CONTROL = "figures/control-missing.png"
+
+
+def _find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.mark.skipif(_find_chromium() is None, reason="Chromium not installed (apt-get install chromium)")
+def test_report_renders_in_chromium(report, tmp_path):
+    index, _ = report
+    site = tmp_path / "site"
+    shutil.copytree(index.parent, site)
+    page = index.read_text(encoding="utf-8")
+    n_images = len(_img_sources(page))
+    checked = page.replace("<head>", "<head>\n" + _CHECK_HEAD, 1).replace("</body>", _CHECK_BODY + "\n</body>", 1)
+    (site / "index.html").write_text(checked, encoding="utf-8")
+    command = [
+        _find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom",
+        (site / "index.html").as_uri(),
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, check=False)
+    found = re.search(r'<pre id="ifskeras-check">(.*?)</pre>', run.stdout, re.S)
+    assert found, f"Chromium produced no check result (exit {run.returncode}); stderr tail: {run.stderr[-2000:]}"
+    result = json.loads(html.unescape(found.group(1)))
+    images = {img["src"]: img for img in result["images"]}
+    assert len(result["images"]) == n_images + 1
+    # The control proves the check can fail: a missing file is reported, and only that one.
+    assert images[_CONTROL]["naturalWidth"] == 0
+    assert result["errors"] == [f"failed to load {_CONTROL}"]
+    loaded = {src for src, img in images.items() if img["complete"] and img["naturalWidth"] > 0}
+    assert loaded == set(images) - {_CONTROL}
+    assert "Uncaught" not in run.stderr
