@@ -62,15 +62,15 @@ class ScoreResult:
     samples_per_second: float
 
 
-def check_model_matches_records(metadata: dict, manifest: dict, *, model_dir, records_dir) -> None:
+def check_model_matches_records(metadata: dict, manifest, *, model_dir, records_dir) -> None:
     """Refuse records whose lines or map size differ from what the model was trained on."""
-    model_lines, record_lines = list(metadata["lines"]), list(manifest["lines"])
+    model_lines, record_lines = list(metadata["lines"]), list(manifest.lines)
     if model_lines != record_lines:
         raise ScoringError(
             f"model {model_dir} was trained on lines {', '.join(model_lines)} but records "
             f"{records_dir} hold {', '.join(record_lines)}; convert with --lines matching the model"
         )
-    model_size, record_size = int(metadata["size"]), int(manifest["shape"][-1])
+    model_size, record_size = int(metadata["size"]), int(manifest.shape[-1])
     if model_size != record_size:
         raise ScoringError(
             f"model {model_dir} takes {model_size}x{model_size} maps but records {records_dir} hold "
@@ -103,7 +103,8 @@ def score_records(
     import tensorflow as tf
 
     from ifskeras.export import ExportError, read_model_metadata
-    from ifskeras.records import load_manifest, make_dataset, manifest_checksum
+    from ifskeras.records import load_manifest, make_dataset, verify_records
+    from ifskeras.train import records_checksum
 
     model_dir, records_dir, out_dir = Path(model_dir), Path(records_dir), Path(out_dir)
     try:
@@ -111,8 +112,9 @@ def score_records(
     except ExportError as error:
         raise ScoringError(str(error)) from None
     manifest = load_manifest(records_dir)
+    verify_records(records_dir).raise_if_failed()
     check_model_matches_records(metadata, manifest, model_dir=model_dir, records_dir=records_dir)
-    available = [name for name, split in manifest["splits"].items() if int(split.get("examples", 0)) > 0]
+    available = [name for name in ("train", "val", "test") if manifest.examples(name) > 0]
     splits = tuple(splits or available)
     empty = [name for name in splits if name not in available]
     if empty:
@@ -122,9 +124,9 @@ def score_records(
         )
     if k < 1:
         raise ScoringError(f"k must be at least 1. Received: {k}")
-    lines = list(manifest["lines"])
+    lines = list(manifest.lines)
     loaded = tf.saved_model.load(str(model_dir))
-    total = sum(int(manifest["splits"][name]["examples"]) for name in splits)
+    total = sum(manifest.examples(name) for name in splits)
 
     columns: dict[str, list] = {"id": [], "split": [], "label": [], "anomaly_score": []}
     line_errors, latents, ratios = [], [], []
@@ -183,7 +185,7 @@ def score_records(
     provenance = {
         "model_dir": str(model_dir.resolve()),
         "records_dir": str(records_dir.resolve()),
-        "records_manifest_sha256": manifest_checksum(records_dir),
+        "records_manifest_sha256": records_checksum(records_dir),
         "model_metadata": {k: metadata[k] for k in ("lines", "size", "scaling", "softening", "latent_dim", "model_class")},
         "splits": {name: int((split_array == name).sum()) for name in splits},
         "k": k,

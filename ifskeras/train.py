@@ -89,17 +89,20 @@ def fit(
     from ifskeras.augment import GalaxyAugment
     from ifskeras.distribute import make_strategy
     from ifskeras.models import build_model
-    from ifskeras.records import load_manifest, make_dataset, manifest_checksum
+    from ifskeras.records import load_manifest, make_dataset, verify_records
 
     records_dir = Path(records_dir)
     run_dir = Path(run_dir)
     manifest = load_manifest(records_dir)
+    # Cheap check (existence, sizes, the manifest's own consistency) before any training.
+    verify_records(records_dir).raise_if_failed()
+    records_sha256 = records_checksum(records_dir)
     info = make_strategy(config.train.strategy)
     config = _prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite, is_chief=info.is_chief)
     train_cfg, model_cfg = config.train, config.model
-    num_lines, size = int(manifest["shape"][0]), int(manifest["shape"][1])
-    n_train = _split_count(manifest, "train")
-    n_val = _split_count(manifest, "val")
+    num_lines, size = int(manifest.shape[0]), int(manifest.shape[1])
+    n_train = manifest.examples("train")
+    n_val = manifest.examples("val")
     global_batch = train_cfg.batch_size
     if n_train < global_batch:
         raise TrainingError(
@@ -117,9 +120,9 @@ def fit(
     if info.is_chief:
         _write_json(run_dir / "provenance.json", {
             "records_dir": str(records_dir.resolve()),
-            "records_manifest_sha256": manifest_checksum(records_dir),
-            "lines": list(manifest["lines"]),
-            "shape": list(manifest["shape"]),
+            "records_manifest_sha256": records_sha256,
+            "lines": list(manifest.lines),
+            "shape": list(manifest.shape),
             "strategy": info.kind,
             "num_replicas": info.num_replicas,
             "num_workers": info.num_workers,
@@ -162,14 +165,16 @@ def fit(
         start_epoch = int(epoch_var.numpy())
 
         def dataset_fn(split: str, training: bool):
+            # Training shards files across workers; validation is read whole by every
+            # worker, so small val splits need no minimum shard count.
             def make(context: tf.distribute.InputContext):
                 return make_dataset(
                     records_dir, split,
                     batch_size=context.get_per_replica_batch_size(global_batch),
                     training=training, repeat=True, drop_remainder=True,
                     shuffle_buffer=train_cfg.shuffle_buffer, seed=train_cfg.seed,
-                    num_input_pipelines=context.num_input_pipelines,
-                    input_pipeline_id=context.input_pipeline_id,
+                    num_input_pipelines=context.num_input_pipelines if training else 1,
+                    input_pipeline_id=context.input_pipeline_id if training else 0,
                 )
             return info.strategy.distribute_datasets_from_function(make)
 
@@ -260,11 +265,7 @@ def fit(
             if info.is_chief:
                 _write_json(run_dir / _STATE_FILE, state)
                 _write_history(run_dir, history)
-                with writer.as_default(step=epoch + 1):
-                    for key, value in row.items():
-                        if key != "epoch":
-                            tf.summary.scalar(key, value)
-                writer.flush()
+                _write_scalars(writer, epoch + 1, row)
             if on_epoch_end is not None:
                 on_epoch_end(row)
             if train_cfg.early_stopping_patience and state["wait"] >= train_cfg.early_stopping_patience:
@@ -280,8 +281,8 @@ def fit(
             if export:
                 from ifskeras.export import export_model
                 result.export_path = export_model(
-                    model, run_dir / "model", lines=manifest["lines"], size=size,
-                    extra={"records_manifest_sha256": manifest_checksum(records_dir), "run_config": config.to_dict()},
+                    model, run_dir / "model", lines=manifest.lines, size=size,
+                    extra={"records_manifest_sha256": records_sha256, "run_config": config.to_dict()},
                 )
         return result
     finally:
@@ -327,8 +328,11 @@ def _prepare_run_dir(run_dir: Path, config: RunConfig, *, resume: bool, overwrit
     return config
 
 
-def _split_count(manifest: dict, split: str) -> int:
-    return int(manifest["splits"].get(split, {}).get("examples", 0))
+def records_checksum(records_dir: str | os.PathLike) -> str:
+    """sha256 of a records directory's manifest, which itself lists every shard's sha256."""
+    from ifskeras.records.fileio import sha256_file
+
+    return sha256_file(Path(records_dir) / "manifest.json")
 
 
 def _learning_rate_schedule(train_cfg, steps_per_epoch: int):
@@ -346,6 +350,18 @@ def _current_lr(optimizer):
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     lr = inner.learning_rate
     return lr(inner.iterations) if callable(lr) else lr
+
+
+def _write_scalars(writer, step: int, row: dict) -> None:
+    """TensorBoard scalars through the low-level summary op: no tensorboard package needed."""
+    metadata = tf.compat.v1.SummaryMetadata(
+        plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")
+    )
+    with writer.as_default(step=step):
+        for key, value in row.items():
+            if key != "epoch":
+                tf.summary.write(key, tf.constant(float(value), tf.float32), metadata=metadata)
+    writer.flush()
 
 
 def _write_json(path: Path, data) -> None:

@@ -1,0 +1,235 @@
+"""Training loop, resume, divergence, distribution strategies and SavedModel export on tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ifskeras.config import smoke_config  # noqa: E402
+from ifskeras.train import TrainingDivergedError, TrainingError, fit, read_history  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _weights(path: Path) -> list[np.ndarray]:
+    import ifskeras.models  # noqa: F401  registers custom classes
+
+    model = keras.saving.load_model(str(path))
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def _smoke(kind="ae", **train):
+    config = smoke_config(kind)
+    return config.override(train={"epochs": 3, **train})
+
+
+def test_loss_falls_and_run_dir_is_complete(tiny_records, tmp_path):
+    result = fit(tiny_records, tmp_path / "run", _smoke(learning_rate=1e-2), progress=False)
+    losses = [row["loss"] for row in result.history]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    run = tmp_path / "run"
+    for name in ("config.json", "provenance.json", "history.csv", "history.json", "model.keras", "model/saved_model.pb"):
+        assert (run / name).exists(), name
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert len(provenance["records_manifest_sha256"]) == 64
+    assert provenance["versions"]["tensorflow"] == tf.__version__
+    assert "val_loss" in result.history[0] and result.history[0]["samples_per_second"] > 0
+    assert list((run / "tensorboard").iterdir())
+
+
+def test_vae_trains_and_logs_kl(tiny_records, tmp_path):
+    result = fit(tiny_records, tmp_path / "run", _smoke("vae", epochs=2), progress=False)
+    row = result.history[-1]
+    assert row["kl_loss"] > 0 and np.isfinite(row["val_loss"])
+    assert result.history[0]["beta"] <= result.history[-1]["beta"]
+
+
+def test_same_seed_same_weights(tiny_records, tmp_path):
+    config = _smoke(epochs=1, seed=7)
+    fit(tiny_records, tmp_path / "a", config, progress=False, export=False)
+    fit(tiny_records, tmp_path / "b", config, progress=False, export=False)
+    for wa, wb in zip(_weights(tmp_path / "a/model.keras"), _weights(tmp_path / "b/model.keras")):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_refuses_non_empty_run_dir_and_bad_batch(tiny_records, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run/keep.txt").write_text("mine")
+    with pytest.raises(TrainingError, match="not empty; use --resume"):
+        fit(tiny_records, tmp_path / "run", _smoke(), progress=False)
+    assert (tmp_path / "run/keep.txt").read_text() == "mine"
+    with pytest.raises(TrainingError, match="fewer than one batch"):
+        fit(tiny_records, tmp_path / "run2", _smoke(batch_size=4096), progress=False)
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tiny_records, tmp_path, monkeypatch):
+    import ifskeras.models as models
+
+    poison = tf.Variable(1.0, trainable=False)
+    original = models.build_model
+
+    def poisoned_build(*args, **kwargs):
+        model = original(*args, **kwargs)
+        per_example = model.per_example_losses
+
+        def losses(*a, **k):
+            out = per_example(*a, **k)
+            return {name: value * poison for name, value in out.items()}
+
+        model.per_example_losses = losses
+        return model
+
+    monkeypatch.setattr(models, "build_model", poisoned_build)
+    with pytest.raises(TrainingDivergedError, match="loss became nan at epoch 2"):
+        fit(tiny_records, tmp_path / "run", _smoke(), progress=False,
+            on_epoch_end=lambda row: poison.assign(float("nan")))
+    assert tf.train.latest_checkpoint(str(tmp_path / "run/checkpoints")).endswith("-1")
+    assert len(read_history(tmp_path / "run")) == 1
+
+
+def test_export_loads_without_ifskeras(tiny_records, tmp_path):
+    result = fit(tiny_records, tmp_path / "run", _smoke("vae", epochs=1), progress=False)
+    import ifskeras.models  # noqa: F401
+    from ifskeras.records import make_dataset
+
+    batch = next(iter(make_dataset(tiny_records, "train", batch_size=3, training=False)))
+    model = keras.saving.load_model(str(result.model_path))
+    expected = {k: np.asarray(v) for k, v in model.score(batch["flux"], batch["valid"]).items()}
+    np.save(tmp_path / "flux.npy", batch["flux"].numpy())
+    np.save(tmp_path / "valid.npy", batch["valid"].numpy())
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np, tensorflow as tf
+        m = tf.saved_model.load({str(result.export_path)!r})
+        flux = np.load({str(tmp_path / 'flux.npy')!r}); valid = np.load({str(tmp_path / 'valid.npy')!r})
+        out = {{k: v.numpy() for k, v in m.score(flux, valid).items()}}
+        out["encode_mean"] = m.encode(flux)["latent_mean"].numpy()
+        out["encode_scale"] = m.encode(flux)["latent_scale"].numpy()
+        out["reconstruct"] = m.reconstruct(flux)["reconstruction"].numpy()
+        np.savez({str(tmp_path / 'out.npz')!r}, **out)
+        meta = json.loads(m.metadata()["json"].numpy().decode())
+        assert not any(name.startswith("ifskeras") for name in sys.modules), "ifskeras was imported"
+        print(json.dumps({{"lines": meta["lines"], "size": meta["size"]}}))
+    """)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                               cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    meta = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert meta["size"] == batch["flux"].shape[2] and len(meta["lines"]) == batch["flux"].shape[1]
+    out = np.load(tmp_path / "out.npz")
+    for key in ("anomaly_score", "line_error", "latent_mean", "reconstruction"):
+        np.testing.assert_allclose(out[key], expected[key], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["encode_mean"], expected["latent_mean"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["reconstruct"], expected["reconstruction"], rtol=1e-5, atol=1e-6)
+
+
+def _run_fit_cli(args, env=None, **kwargs):
+    command = [sys.executable, "-c", "from ifskeras.cli.app import main; main()", "fit", *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}, **kwargs)
+
+
+def _write_smoke_config(path: Path, **train) -> Path:
+    config = smoke_config("ae").override(train=train)
+    path.write_text(json.dumps(config.to_dict()))
+    return path
+
+
+def test_resume_after_kill_continues_from_last_checkpoint(tiny_records, tmp_path):
+    config = _write_smoke_config(tmp_path / "c.json", epochs=40, early_stopping_patience=0)
+    run = tmp_path / "run"
+    process = _run_fit_cli([str(tiny_records), "--out", str(run), "--config", str(config), "--quiet"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(read_history(run)) < 2:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    done = len(read_history(run))
+    assert 2 <= done < 40, f"expected the run killed mid-way, saw {done} epochs"
+    first_rows = read_history(run)
+    resumed = _run_fit_cli([str(tiny_records), "--out", str(run), "--resume", "--epochs", str(done + 2), "--quiet"])
+    output, _ = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, output[-2000:]
+    history = read_history(run)
+    assert [row["epoch"] for row in history] == list(range(1, done + 3))
+    # Epochs already done are kept, not re-run.
+    assert history[: len(first_rows)] == first_rows[: len(history)][: len(first_rows)]
+    assert (run / "model" / "saved_model.pb").exists()
+
+
+_MIRRORED_SCRIPT = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from ifskeras.config import smoke_config
+from ifskeras.train import fit
+config = smoke_config("vae").override(train={"epochs": 2, "strategy": "mirrored", "batch_size": 4})
+result = fit(sys.argv[1], sys.argv[2], config, progress=False)
+prov = json.load(open(sys.argv[2] + "/provenance.json"))
+print(json.dumps({"replicas": prov["num_replicas"], "loss": [r["loss"] for r in result.history]}))
+"""
+
+
+def test_mirrored_strategy_over_two_logical_cpus(tiny_records, tmp_path):
+    completed = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, str(tiny_records), str(tmp_path / "run")],
+                               capture_output=True, text=True, timeout=240,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert summary["replicas"] == 2
+    assert all(np.isfinite(summary["loss"]))
+    assert (tmp_path / "run/model/saved_model.pb").exists()
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multiworker_two_local_workers_end_identical(tiny_records, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    config = _write_smoke_config(tmp_path / "c.json", epochs=2, batch_size=4, strategy="multiworker",
+                                 early_stopping_patience=0)
+    run = tmp_path / "run"
+    processes = [
+        _run_fit_cli([str(tiny_records), "--out", str(run), "--config", str(config), "--quiet"],
+                     env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=240)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    for p, output in zip(processes, outputs):
+        assert p.returncode == 0, output[-3000:]
+    chief = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run / "checkpoints")))
+    worker = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run / "workers/worker-1/checkpoints")))
+    names = [n for n in chief.get_variable_to_shape_map() if n.startswith("model/") and "OPTIMIZER" not in n]
+    assert names
+    for name in names:
+        np.testing.assert_array_equal(chief.get_tensor(name), worker.get_tensor(name))
+    provenance = json.loads((run / "provenance.json").read_text())
+    assert provenance["num_workers"] == 2 and provenance["strategy"] == "multiworker"
