@@ -142,7 +142,6 @@ def read_maps(
 
     Examples
     --------
-    >>> from ifskeras.synth import write_galaxy  # doctest: +SKIP
     >>> maps = read_maps("manga-7815-3702-MAPS-HYB10-GAU-MILESHC.fits.gz")  # doctest: +SKIP
     >>> maps.flux.shape  # doctest: +SKIP
     (19, 42, 42)

@@ -1,0 +1,306 @@
+"""BPT classification of emission-line fluxes (Baldwin, Phillips & Terlevich 1981).
+
+The scheme is that of Kewley et al. (2006, MNRAS 372, 961), section 4, with the demarcations
+of Kauffmann et al. (2003), Kewley et al. (2001) and Kewley et al. (2006):
+
+- ``SF``: below Kauffmann 2003 in the [NII] diagram and below Kewley 2001 in the [SII] and
+  [OI] diagrams;
+- ``composite``: between Kauffmann 2003 and Kewley 2001 in the [NII] diagram;
+- ``Seyfert`` / ``LINER``: above Kewley 2001 in all three diagrams, and above / below the
+  Kewley 2006 Seyfert-LINER lines in both the [SII] and [OI] diagrams;
+- ``ambiguous``: one class in some diagrams and another in the others, or AGN in the [NII]
+  diagram with neither [SII] nor [OI] measured;
+- ``weak``: any line of the [NII] diagram (Hbeta, [OIII] 5008, Halpha, [NII] 6585) has
+  S/N < 3, is not positive or not finite. (Retired galaxies, whose lines are weak everywhere,
+  land here; without the continuum there is no equivalent width to tell them apart.)
+
+The [SII] diagram uses [SII] 6718 + 6732 and is used only when both lines reach S/N >= 3;
+the [OI] diagram uses [OI] 6302 and is used only when it reaches S/N >= 3. A diagram that
+cannot be used is skipped, not counted as disagreeing. Points right of a curve's asymptote
+count as above it.
+
+Examples
+--------
+>>> import numpy as np
+>>> flux = {"Hb-4862": 1.0, "OIII-5008": 0.5, "Ha-6564": 2.86, "NII-6585": 0.8}
+>>> str(classify_bpt(flux))
+'SF'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ifskeras.maps import GalaxyMaps
+
+__all__ = [
+    "BPT_CLASSES",
+    "MIN_SNR",
+    "REQUIRED_LINES",
+    "SII_LINES",
+    "OI_LINE",
+    "DEFAULT_APERTURE_RADIUS",
+    "kauffmann03",
+    "kewley01_nii",
+    "kewley01_sii",
+    "kewley01_oi",
+    "kewley06_sii",
+    "kewley06_oi",
+    "line_ratios",
+    "classify_bpt",
+    "central_aperture_fluxes",
+    "classify_galaxy",
+    "classify_spaxels",
+]
+
+#: Labels returned by :func:`classify_bpt`.
+BPT_CLASSES: tuple[str, ...] = ("SF", "composite", "Seyfert", "LINER", "ambiguous", "weak")
+#: Minimum signal-to-noise ratio of a line to be used.
+MIN_SNR = 3.0
+#: Lines of the [NII] diagram; all must be detected.
+REQUIRED_LINES: tuple[str, ...] = ("Hb-4862", "OIII-5008", "Ha-6564", "NII-6585")
+#: Lines of the [SII] diagram's numerator.
+SII_LINES: tuple[str, str] = ("SII-6718", "SII-6732")
+#: Line of the [OI] diagram's numerator.
+OI_LINE = "OI-6302"
+#: Radius of the central aperture in spaxels: 3 spaxels = 1.5 arcsec, an SDSS 3" fibre.
+DEFAULT_APERTURE_RADIUS = 3.0
+_LABEL_DTYPE = "<U9"
+
+
+def kauffmann03(x):
+    """Kauffmann et al. (2003) star-forming limit, log [OIII]/Hb at log [NII]/Ha = x (x < 0.05)."""
+    return 0.61 / (np.asarray(x, dtype=float) - 0.05) + 1.30
+
+
+def kewley01_nii(x):
+    """Kewley et al. (2001) maximum starburst, [NII] diagram (x < 0.47)."""
+    return 0.61 / (np.asarray(x, dtype=float) - 0.47) + 1.19
+
+
+def kewley01_sii(x):
+    """Kewley et al. (2001) maximum starburst, [SII] diagram (x < 0.32)."""
+    return 0.72 / (np.asarray(x, dtype=float) - 0.32) + 1.30
+
+
+def kewley01_oi(x):
+    """Kewley et al. (2001) maximum starburst, [OI] diagram (x < -0.59)."""
+    return 0.73 / (np.asarray(x, dtype=float) + 0.59) + 1.33
+
+
+def kewley06_sii(x):
+    """Kewley et al. (2006) Seyfert-LINER line, [SII] diagram."""
+    return 1.89 * np.asarray(x, dtype=float) + 0.76
+
+
+def kewley06_oi(x):
+    """Kewley et al. (2006) Seyfert-LINER line, [OI] diagram."""
+    return 1.18 * np.asarray(x, dtype=float) + 1.30
+
+
+def line_ratios(flux: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """BPT log ratios from line fluxes; NaN where a flux is missing, not positive or not finite.
+
+    Parameters
+    ----------
+    flux : mapping
+        DAP line name -> flux (scalars or arrays of one shape). Lines absent from the
+        mapping give NaN ratios.
+
+    Returns
+    -------
+    dict
+        ``log_nii_ha`` (log [NII] 6585/Ha), ``log_oiii_hb`` (log [OIII] 5008/Hb),
+        ``log_sii_ha`` (log ([SII] 6718 + 6732)/Ha) and ``log_oi_ha`` (log [OI] 6302/Ha).
+
+    Examples
+    --------
+    >>> ratios = line_ratios({"Ha-6564": 10.0, "NII-6585": 1.0, "Hb-4862": 1.0, "OIII-5008": 1.0})
+    >>> float(ratios["log_nii_ha"]), float(ratios["log_oiii_hb"]), bool(np.isnan(ratios["log_oi_ha"]))
+    (-1.0, 0.0, True)
+    """
+    lines = {name: _as_float(flux[name]) for name in flux}
+    shape = np.broadcast_shapes(*(value.shape for value in lines.values())) if lines else ()
+    missing = np.full(shape, np.nan)
+    ha, hb = lines.get("Ha-6564", missing), lines.get("Hb-4862", missing)
+    sii = lines.get(SII_LINES[0], missing) + lines.get(SII_LINES[1], missing)
+    return {
+        "log_nii_ha": _log_ratio(lines.get("NII-6585", missing), ha),
+        "log_oiii_hb": _log_ratio(lines.get("OIII-5008", missing), hb),
+        "log_sii_ha": _log_ratio(sii, ha),
+        "log_oi_ha": _log_ratio(lines.get(OI_LINE, missing), ha),
+    }
+
+
+def classify_bpt(
+    flux: Mapping[str, np.ndarray],
+    ivar: Mapping[str, np.ndarray] | None = None,
+    *,
+    min_snr: float = MIN_SNR,
+) -> np.ndarray:
+    """BPT class of each element: SF, composite, Seyfert, LINER, ambiguous or weak.
+
+    Parameters
+    ----------
+    flux : mapping
+        DAP line name -> flux, scalars or arrays broadcastable to one shape. Needs
+        ``Hb-4862``, ``OIII-5008``, ``Ha-6564`` and ``NII-6585``; ``SII-6718``,
+        ``SII-6732`` and ``OI-6302`` are used when present.
+    ivar : mapping, optional
+        Inverse variances of the same lines. Without it no S/N cut is made (only positive,
+        finite fluxes are required).
+    min_snr : float
+        S/N threshold per line (3 by default).
+
+    Returns
+    -------
+    numpy.ndarray of str
+        The broadcast shape of the inputs (0-d for scalars); labels from :data:`BPT_CLASSES`.
+        The rules are in the module docstring.
+
+    Examples
+    --------
+    >>> flux = {"Hb-4862": 1.0, "OIII-5008": 8.0, "Ha-6564": 2.86, "NII-6585": 2.86,
+    ...         "SII-6718": 0.5, "SII-6732": 0.4, "OI-6302": 0.3}
+    >>> str(classify_bpt(flux))
+    'Seyfert'
+    >>> str(classify_bpt(flux, {name: 1e-6 for name in flux}))
+    'weak'
+    """
+    missing = [name for name in REQUIRED_LINES if name not in flux]
+    if missing:
+        raise KeyError(
+            f"classify_bpt needs {', '.join(REQUIRED_LINES)}; missing {', '.join(missing)}. "
+            f"Received lines: {', '.join(flux)}"
+        )
+    if ivar is not None:
+        absent = [name for name in flux if name not in ivar]
+        if absent:
+            raise KeyError(f"ivar lacks lines {', '.join(absent)}. Received ivar lines: {', '.join(ivar)}")
+    values = {name: _as_float(value) for name, value in flux.items()}
+    shape = np.broadcast_shapes(*(value.shape for value in values.values()))
+
+    def detected(name: str) -> np.ndarray:
+        value = values[name]
+        ok = np.isfinite(value) & (value > 0)
+        if ivar is not None:
+            weight = _as_float(ivar[name])
+            with np.errstate(invalid="ignore"):
+                ok &= np.isfinite(weight) & (value * np.sqrt(np.clip(weight, 0, None)) >= min_snr)
+        return np.broadcast_to(ok, shape)
+
+    strong = np.logical_and.reduce([detected(name) for name in REQUIRED_LINES])
+    has_sii = strong & all(name in values for name in SII_LINES)
+    if has_sii.any():
+        has_sii = has_sii & detected(SII_LINES[0]) & detected(SII_LINES[1])
+    has_oi = strong & (OI_LINE in values)
+    if has_oi.any():
+        has_oi = has_oi & detected(OI_LINE)
+
+    ratios = {key: np.broadcast_to(value, shape) for key, value in line_ratios(values).items()}
+    x_nii, y = ratios["log_nii_ha"], ratios["log_oiii_hb"]
+    x_sii, x_oi = ratios["log_sii_ha"], ratios["log_oi_ha"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nii_sf = (x_nii < 0.05) & (y < kauffmann03(x_nii))
+        nii_agn = ~((x_nii < 0.47) & (y < kewley01_nii(x_nii)))
+        sii_agn = ~((x_sii < 0.32) & (y < kewley01_sii(x_sii)))
+        oi_agn = ~((x_oi < -0.59) & (y < kewley01_oi(x_oi)))
+        sii_seyfert = y > kewley06_sii(x_sii)
+        oi_seyfert = y > kewley06_oi(x_oi)
+
+    # A diagram that cannot be used agrees with anything.
+    sii_sf_ok = ~has_sii | ~sii_agn
+    oi_sf_ok = ~has_oi | ~oi_agn
+    sii_agn_ok = ~has_sii | sii_agn
+    oi_agn_ok = ~has_oi | oi_agn
+    seyfert_ok = (~has_sii | sii_seyfert) & (~has_oi | oi_seyfert)
+    liner_ok = (~has_sii | ~sii_seyfert) & (~has_oi | ~oi_seyfert)
+    agn = nii_agn & sii_agn_ok & oi_agn_ok & (has_sii | has_oi)
+
+    labels = np.full(shape, "ambiguous", dtype=_LABEL_DTYPE)
+    labels[nii_sf & sii_sf_ok & oi_sf_ok] = "SF"
+    labels[~nii_sf & ~nii_agn] = "composite"
+    labels[agn & seyfert_ok] = "Seyfert"
+    labels[agn & liner_ok] = "LINER"
+    labels[~strong] = "weak"
+    return labels
+
+
+def central_aperture_fluxes(
+    maps: GalaxyMaps,
+    *,
+    radius_spaxels: float = DEFAULT_APERTURE_RADIUS,
+    centre: tuple[float, float] | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Sum each line's valid flux within a circle around the map centre.
+
+    Parameters
+    ----------
+    maps : GalaxyMaps
+        From :func:`ifskeras.maps.read_maps`.
+    radius_spaxels : float
+        Aperture radius; 3 spaxels (1.5 arcsec) mimics an SDSS 3 arcsec fibre.
+    centre : (float, float), optional
+        (row, column) of the aperture centre; the geometric map centre
+        ``((H - 1) / 2, (W - 1) / 2)`` by default.
+
+    Returns
+    -------
+    (dict, dict)
+        Line -> summed flux, and line -> inverse variance of the sum, ``1 / sum(1 / ivar)``
+        over the line's valid spaxels (each line uses its own valid spaxels). A line with no
+        valid spaxel in the aperture gets flux 0 and ivar 0.
+
+    Examples
+    --------
+    >>> flux, ivar = central_aperture_fluxes(maps)  # doctest: +SKIP
+    >>> str(classify_bpt(flux, ivar))  # doctest: +SKIP
+    'SF'
+    """
+    if radius_spaxels <= 0:
+        raise ValueError(f"radius_spaxels must be > 0. Received: {radius_spaxels!r}")
+    height, width = maps.flux.shape[-2:]
+    row, column = ((height - 1) / 2.0, (width - 1) / 2.0) if centre is None else centre
+    yy, xx = np.indices((height, width))
+    inside = np.hypot(yy - row, xx - column) <= radius_spaxels
+    use = maps.valid & inside[None] & (maps.ivar > 0)
+    flux_sum = np.where(use, maps.flux, 0.0).sum(axis=(1, 2), dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        variance = np.where(use, 1.0 / np.where(use, maps.ivar, 1.0).astype(np.float64), 0.0).sum(axis=(1, 2))
+    counted = use.any(axis=(1, 2))
+    ivar_sum = np.where(counted & (variance > 0), 1.0 / np.where(variance > 0, variance, 1.0), 0.0)
+    flux_sum = np.where(counted, flux_sum, 0.0)
+    return (
+        {name: float(value) for name, value in zip(maps.lines, flux_sum)},
+        {name: float(value) for name, value in zip(maps.lines, ivar_sum)},
+    )
+
+
+def classify_galaxy(
+    maps: GalaxyMaps,
+    *,
+    radius_spaxels: float = DEFAULT_APERTURE_RADIUS,
+    min_snr: float = MIN_SNR,
+) -> str:
+    """BPT class of a galaxy's central aperture (see :func:`central_aperture_fluxes`)."""
+    flux, ivar = central_aperture_fluxes(maps, radius_spaxels=radius_spaxels)
+    return str(classify_bpt(flux, ivar, min_snr=min_snr))
+
+
+def classify_spaxels(maps: GalaxyMaps, *, min_snr: float = MIN_SNR) -> np.ndarray:
+    """BPT class of every spaxel, [H, W]; spaxels with invalid required lines are ``weak``."""
+    flux = {name: np.where(maps.valid[i], maps.flux[i], np.nan) for i, name in enumerate(maps.lines)}
+    ivar = {name: maps.ivar[i] for i, name in enumerate(maps.lines)}
+    return classify_bpt(flux, ivar, min_snr=min_snr)
+
+
+def _as_float(value) -> np.ndarray:
+    return np.asarray(value, dtype=np.float64)
+
+
+def _log_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = np.isfinite(numerator) & np.isfinite(denominator) & (numerator > 0) & (denominator > 0)
+        return np.where(ok, np.log10(np.where(ok, numerator, 1.0) / np.where(ok, denominator, 1.0)), np.nan)

@@ -1,0 +1,192 @@
+"""BPT classification: demarcations, S/N cuts, apertures, real files and the synthetic physics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ifskeras.bpt import (
+    BPT_CLASSES,
+    central_aperture_fluxes,
+    classify_bpt,
+    classify_galaxy,
+    classify_spaxels,
+    kauffmann03,
+    kewley01_nii,
+    kewley01_oi,
+    kewley01_sii,
+    kewley06_oi,
+    kewley06_sii,
+    line_ratios,
+)
+from ifskeras.maps import GalaxyMaps, read_maps
+from ifskeras.synth import make_survey
+
+REAL_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+REAL_FILES = sorted(REAL_DATA.glob("manga-*-MAPS-*.fits.gz")) if REAL_DATA.is_dir() else []
+BPT_LINES = ("Hb-4862", "OIII-5008", "OI-6302", "Ha-6564", "NII-6585", "SII-6718", "SII-6732")
+RECOVERED_CLASSES = ("SF", "Seyfert", "LINER")
+
+
+def fluxes(x_nii, y, x_sii=None, x_oi=None, *, hb=1.0):
+    """Line fluxes with the given log ratios (SII split evenly); None leaves a line out."""
+    ha = 2.86 * hb
+    flux = {"Hb-4862": hb, "OIII-5008": hb * 10.0**y, "Ha-6564": ha, "NII-6585": ha * 10.0**x_nii}
+    if x_sii is not None:
+        flux["SII-6718"] = flux["SII-6732"] = 0.5 * ha * 10.0**x_sii
+    if x_oi is not None:
+        flux["OI-6302"] = ha * 10.0**x_oi
+    return flux
+
+
+def label(*args, **kwargs) -> str:
+    return str(classify_bpt(fluxes(*args, **kwargs)))
+
+
+def test_demarcation_formulas():
+    assert kauffmann03(-0.5) == pytest.approx(0.61 / -0.55 + 1.30)
+    assert kewley01_nii(0.0) == pytest.approx(0.61 / -0.47 + 1.19)
+    assert kewley01_sii(0.0) == pytest.approx(0.72 / -0.32 + 1.30)
+    assert kewley01_oi(-1.0) == pytest.approx(0.73 / -0.41 + 1.33)
+    assert kewley06_sii(0.0) == pytest.approx(0.76) and kewley06_oi(-1.0) == pytest.approx(0.12)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "below"),
+    [(-0.5, float(kauffmann03(-0.5)) - 0.05, "SF"), (-0.5, float(kauffmann03(-0.5)) + 0.05, "composite"),
+     (-0.1, float(kewley01_nii(-0.1)) - 0.05, "composite"), (0.1, -1.5, "composite")],
+)
+def test_nii_diagram_either_side_of_kauffmann_and_kewley(x, y, below):
+    assert label(x, y) == below
+
+
+def test_agn_above_kewley01_split_by_kewley06():
+    x_nii, y = 0.0, float(kewley01_nii(0.0)) + 0.6  # y = 0.49, above the maximum starburst
+    # [SII] diagram alone: either side of the Seyfert-LINER line.
+    assert label(x_nii, y, x_sii=(y - 0.76) / 1.89 - 0.05) == "Seyfert"
+    assert label(x_nii, y, x_sii=(y - 0.76) / 1.89 + 0.05) == "LINER"
+    # [OI] diagram alone.
+    assert label(x_nii, y, x_oi=(y - 1.30) / 1.18 - 0.05) == "Seyfert"
+    assert label(x_nii, y, x_oi=(y - 1.30) / 1.18 + 0.05) == "LINER"
+    # Both agree / disagree.
+    assert label(0.1, 0.9, x_sii=-0.2, x_oi=-0.8) == "Seyfert"
+    assert label(0.2, 0.1, x_sii=0.05, x_oi=-0.4) == "LINER"
+    assert label(0.1, 0.9, x_sii=-0.2, x_oi=-0.1) == "ambiguous"
+    # AGN by [NII] but no [SII] or [OI]: cannot tell Seyfert from LINER.
+    assert label(0.1, 0.9) == "ambiguous"
+    # AGN by [NII] but star-forming by [SII]: ambiguous.
+    assert label(0.2, 0.3, x_sii=-0.8, x_oi=-0.4) == "ambiguous"
+
+
+def test_star_forming_needs_all_three_diagrams():
+    y = float(kauffmann03(-0.6)) - 0.2
+    assert label(-0.6, y, x_sii=-0.5, x_oi=-1.6) == "SF"
+    sii_edge = 0.32 + 0.72 / (y - 1.30)
+    oi_edge = -0.59 + 0.73 / (y - 1.33)
+    assert label(-0.6, y, x_sii=sii_edge + 0.05, x_oi=-1.6) == "ambiguous"
+    assert label(-0.6, y, x_sii=-0.5, x_oi=oi_edge + 0.05) == "ambiguous"
+    assert label(-0.6, y, x_sii=-0.5, x_oi=-0.5) == "ambiguous", "right of the [OI] asymptote is AGN"
+
+
+def test_arrays_keep_their_shape():
+    x = np.array([[-0.6, -0.2], [0.1, 0.2]])
+    y = np.array([[0.0, -0.3], [0.9, 0.1]])
+    x_sii = np.array([[-0.5, -0.4], [-0.2, 0.05]])
+    x_oi = np.array([[-1.6, -1.2], [-0.8, -0.4]])
+    labels = classify_bpt(fluxes(x, y, x_sii, x_oi))
+    assert labels.shape == (2, 2)
+    assert labels.tolist() == [["SF", "composite"], ["Seyfert", "LINER"]]
+
+
+def test_signal_to_noise_cut():
+    flux = fluxes(0.1, 0.9, x_sii=-0.2, x_oi=-0.1)  # ambiguous with both diagrams
+    ivar = {name: 100.0 for name in flux}  # S/N >= 9 unless set below
+    ivar["Hb-4862"] = (3.1 / flux["Hb-4862"]) ** 2
+    ivar["OI-6302"] = (2.9 / flux["OI-6302"]) ** 2  # [OI] too noisy: diagram skipped
+    assert str(classify_bpt(flux, ivar)) == "Seyfert"
+    ivar["Hb-4862"] = (2.9 / flux["Hb-4862"]) ** 2
+    assert str(classify_bpt(flux, ivar)) == "weak"
+    assert str(classify_bpt(flux, ivar, min_snr=2.0)) == "ambiguous"
+    assert str(classify_bpt(flux)) == "ambiguous", "no ivar: no S/N cut"
+    flux["NII-6585"] = 0.0
+    assert str(classify_bpt(flux)) == "weak", "non-positive flux cannot be classified"
+    flux["NII-6585"] = np.nan
+    assert str(classify_bpt(flux)) == "weak"
+
+
+def test_missing_lines_and_ratios():
+    with pytest.raises(KeyError, match="NII-6585"):
+        classify_bpt({"Hb-4862": 1.0, "OIII-5008": 1.0, "Ha-6564": 1.0})
+    with pytest.raises(KeyError, match="ivar lacks"):
+        classify_bpt(fluxes(-0.5, 0.0), {"Hb-4862": 1.0})
+    ratios = line_ratios(fluxes(-0.5, 0.25, x_sii=-0.4))
+    assert ratios["log_nii_ha"] == pytest.approx(-0.5) and ratios["log_oiii_hb"] == pytest.approx(0.25)
+    assert ratios["log_sii_ha"] == pytest.approx(-0.4) and np.isnan(ratios["log_oi_ha"])
+    assert np.isnan(line_ratios({"Ha-6564": 0.0, "NII-6585": 1.0})["log_nii_ha"])
+
+
+def test_central_aperture_sums_valid_flux_and_combines_variances():
+    lines = ("Hb-4862", "Ha-6564")
+    flux = np.ones((2, 9, 9), np.float32)
+    ivar = np.full((2, 9, 9), 4.0, np.float32)
+    valid = np.ones((2, 9, 9), bool)
+    valid[1, 4, 4] = False  # centre of Ha unusable
+    flux[1, 4, 4] = 0.0
+    ivar[1, 4, 4] = 0.0
+    maps = GalaxyMaps(flux=flux, ivar=ivar, valid=valid, lines=lines, plateifu="test")
+    total, inverse_variance = central_aperture_fluxes(maps, radius_spaxels=1.0)
+    assert total == {"Hb-4862": 5.0, "Ha-6564": 4.0}  # the centre and its 4 neighbours
+    assert inverse_variance["Hb-4862"] == pytest.approx(4.0 / 5) and inverse_variance["Ha-6564"] == pytest.approx(1.0)
+    total, _ = central_aperture_fluxes(maps, radius_spaxels=1.5)
+    assert total["Hb-4862"] == 9.0
+    empty = GalaxyMaps(flux=flux, ivar=ivar, valid=np.zeros_like(valid), lines=lines, plateifu="test")
+    assert central_aperture_fluxes(empty) == ({"Hb-4862": 0.0, "Ha-6564": 0.0}, {"Hb-4862": 0.0, "Ha-6564": 0.0})
+    with pytest.raises(ValueError, match="radius_spaxels"):
+        central_aperture_fluxes(maps, radius_spaxels=0)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_FILES, reason="real MaNGA files in ../shared/data are absent")
+@pytest.mark.parametrize("path", REAL_FILES, ids=lambda p: p.name[6:15])
+def test_real_files_classify_without_error(path):
+    maps = read_maps(path, BPT_LINES)
+    assert classify_galaxy(maps) in BPT_CLASSES
+    spaxels = classify_spaxels(maps)
+    assert spaxels.shape == maps.flux.shape[1:]
+    assert set(np.unique(spaxels)) <= set(BPT_CLASSES)
+    required = [maps.lines.index(name) for name in ("Hb-4862", "OIII-5008", "Ha-6564", "NII-6585")]
+    assert (spaxels[~maps.valid[required].all(axis=0)] == "weak").all()
+
+
+def _recovery(survey) -> dict[str, Counter]:
+    found: dict[str, Counter] = {}
+    for path, row in zip(survey.paths, survey.rows):
+        maps = read_maps(path, BPT_LINES)
+        found.setdefault(row["class"], Counter())[classify_galaxy(maps)] += 1
+    return found
+
+
+def _assert_recovered(found: dict[str, Counter]) -> None:
+    for name in RECOVERED_CLASSES:
+        fraction = found[name][name] / sum(found[name].values())
+        assert fraction >= 0.9, f"{name}: {dict(found[name])}"
+
+
+def test_central_aperture_recovers_the_synthetic_class(tmp_path):
+    fractions = {"SF": 1, "Seyfert": 1, "LINER": 1}
+    found = _recovery(make_survey(tmp_path, 60, seed=7, class_fractions=fractions))
+    assert {name: sum(counts.values()) for name, counts in found.items()} == {"SF": 20, "Seyfert": 20, "LINER": 20}
+    _assert_recovered(found)
+
+
+@pytest.mark.long
+def test_central_aperture_recovers_the_classes_of_a_300_galaxy_survey(tmp_path):
+    found = _recovery(make_survey(tmp_path, 300, seed=2026))
+    _assert_recovered(found)
+    # Blueberries are starbursts; retired galaxies have weak LINER-like lines.
+    assert found["blueberry"]["SF"] == sum(found["blueberry"].values())
+    retired = found["retired"]
+    assert retired["weak"] + retired["LINER"] + retired["ambiguous"] >= 0.9 * sum(retired.values())
