@@ -69,7 +69,89 @@ def neighbors(
         typer.echo(f"montage: {render_neighbours_png(scores_dir, galaxy_id, rows, png)}")
 
 
+_HEADLINE_COLUMNS = ("score", "AUROC", "AP", "verdict")
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for index, row in enumerate(rows):
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if index == 0:
+            typer.echo("  ".join("-" * width for width in widths))
+
+
+def print_evaluation(bundle) -> None:
+    """The evaluation table exactly as the report shows it (same formatting function)."""
+    from ifskeras.report import format_evaluation_table
+
+    positives = ", ".join(bundle.evaluation.positive)
+    typer.echo(f"evaluation on {bundle.n_galaxies} galaxies ({bundle.split}); positives: {positives}")
+    rows = format_evaluation_table(bundle.evaluation, bundle.comparisons)
+    # The terminal gets the headline columns; evaluation.csv and the report have them all.
+    keep = [i for i, name in enumerate(rows[0]) if name.split(" ")[0] in _HEADLINE_COLUMNS
+            or name.startswith(("P@", "\u0394AUROC"))]
+    _print_table([[row[i] for i in keep] for row in rows])
+
+
+def evaluate(
+    scores_dir: Path = typer.Argument(..., help="Scores directory written by `ifskeras score`."),
+    positive: str = typer.Option("Seyfert,blueberry", help="Comma-separated positive classes."),
+    negative: Optional[str] = typer.Option(None, help="Comma-separated negative classes (default: all others)."),
+    labels: Optional[Path] = typer.Option(None, help="CSV with plateifu and a label column (default: labels in the records)."),
+    label_column: str = typer.Option("class", help="Label column of --labels."),
+    split: Optional[str] = typer.Option(None, help="Evaluate one split only (default: every scored galaxy)."),
+    no_baselines: bool = typer.Option(False, "--no-baselines", help="Skip PCA and IsolationForest baselines."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the intervals."),
+) -> None:
+    """Evaluate anomaly scores against labels and baselines: AUROC, AP, precision@k with intervals.
+
+    Example: ifskeras evaluate scores/vae1 --positive Seyfert,blueberry --negative SF
+    """
+    from ifskeras.discovery import evaluate_run
+    from ifskeras.score import ScoringError
+
+    try:
+        bundle = evaluate_run(
+            scores_dir, positive=tuple(positive.split(",")), negative=tuple(negative.split(",")) if negative else None,
+            labels_csv=labels, label_column=label_column, split=split, baselines=not no_baselines, n_bootstrap=bootstrap,
+        )
+    except (ScoringError, ValueError) as error:
+        _fail(error)
+    print_evaluation(bundle)
+    typer.echo(f"wrote {scores_dir / 'evaluation.json'} and {scores_dir / 'evaluation.csv'}")
+
+
+def report(
+    scores_dir: Path = typer.Argument(..., help="Scores directory written by `ifskeras score`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report directory (index.html + figures/)."),
+    run_dir: Optional[Path] = typer.Option(None, help="Training run for loss curves (default: the model's run)."),
+    positive: str = typer.Option("Seyfert,blueberry", help="Positive classes for the evaluation, when labels exist."),
+    negative: Optional[str] = typer.Option(None, help="Negative classes (default: all others)."),
+    top: int = typer.Option(12, help="Most anomalous galaxies shown in the gallery."),
+) -> None:
+    """Write an HTML report with PNG figures: losses, scores, UMAP, BPT, gallery, evaluation, neighbours.
+
+    Example: ifskeras report scores/vae1 --out report/vae1
+    """
+    from ifskeras.discovery import evaluate_run, report_run
+    from ifskeras.score import ScoringError, load_scores
+
+    try:
+        table, _, _ = load_scores(scores_dir)
+        bundle = None
+        if any(table["label"] != ""):
+            bundle = evaluate_run(scores_dir, positive=tuple(positive.split(",")),
+                                  negative=tuple(negative.split(",")) if negative else None)
+            print_evaluation(bundle)
+        page = report_run(scores_dir, out, run_dir=run_dir, bundle=bundle, top_n=top)
+    except (ScoringError, ValueError) as error:
+        _fail(error)
+    typer.echo(f"report: {page}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the discovery commands to the Typer app."""
     app.command("score")(score)
     app.command("neighbors")(neighbors)
+    app.command("evaluate")(evaluate)
+    app.command("report")(report)

@@ -154,7 +154,12 @@ def score_records(
     split_array = np.asarray(columns["split"])
     reference = split_array == "train" if (split_array == "train").any() else np.ones(n_galaxies, bool)
 
-    knn = knn_isolation(latents, reference, k=k)
+    from ifskeras.baselines import knn_latent_scores
+
+    k_eff = min(k, int(reference.sum()) - 1)
+    if k_eff < 1:
+        raise ScoringError(f"the latent k-NN score needs at least 2 reference galaxies; got {int(reference.sum())}")
+    knn = knn_latent_scores(latents, k=k_eff, fit_mask=reference)
     anomaly_pct = _percentile_of(anomaly, anomaly[reference])
     knn_pct = _percentile_of(knn, knn[reference])
     table = {
@@ -198,21 +203,6 @@ def score_records(
         shutil.rmtree(out_dir)
     os.replace(staging, out_dir)
     return ScoreResult(out_dir, n_galaxies, provenance["splits"], seconds, n_galaxies / max(seconds, 1e-9))
-
-
-def knn_isolation(latents: np.ndarray, reference: np.ndarray, *, k: int = 10) -> np.ndarray:
-    """Mean Euclidean distance to the k nearest reference galaxies, excluding the galaxy itself."""
-    from sklearn.neighbors import NearestNeighbors
-
-    reference_points = latents[reference]
-    k_eff = min(k, max(1, len(reference_points) - 1))
-    index = NearestNeighbors(n_neighbors=k_eff + 1).fit(reference_points)
-    distances, neighbours = index.kneighbors(latents)
-    reference_ids = np.flatnonzero(reference)
-    is_self = reference_ids[neighbours] == np.arange(len(latents))[:, None]
-    # Drop the galaxy itself where it is in the reference set, else the farthest of k+1.
-    keep = np.where(is_self.any(axis=1, keepdims=True), ~is_self, np.arange(k_eff + 1) < k_eff)
-    return (distances * keep).sum(axis=1) / keep.sum(axis=1)
 
 
 def central_line_ratios(flux: np.ndarray, valid: np.ndarray, lines: list[str]) -> dict[str, np.ndarray]:

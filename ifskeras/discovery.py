@@ -1,0 +1,276 @@
+"""From a scores directory to answers: evaluation against labels and baselines, and the report.
+
+``ifskeras score`` writes a scores directory; everything here needs only that
+directory, since it records which model and which records were scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ifskeras.score import ScoringError, load_scores
+
+__all__ = [
+    "MODEL_SCORES",
+    "EvaluationBundle",
+    "evaluate_run",
+    "report_run",
+    "render_neighbours_png",
+    "scaled_feature_stream",
+]
+
+#: The model's scores, evaluated side by side (higher = more anomalous).
+MODEL_SCORES = ("anomaly_score", "knn_score", "combined_score")
+#: Baseline features use maps block-averaged to at most this many pixels a side,
+#: which keeps PCA memory at about 80 kB per galaxy for 19 lines.
+BASELINE_MAX_SIZE = 32
+_RATIO_COLUMNS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha")
+
+
+@dataclass
+class EvaluationBundle:
+    evaluation: object
+    comparisons: list
+    retrieval: object
+    split: str
+    n_galaxies: int
+
+
+def _labels_for(table: dict, labels_csv: str | os.PathLike | None, label_column: str) -> np.ndarray:
+    if labels_csv is None:
+        return np.asarray(table["label"], dtype=str)
+    with open(labels_csv, newline="") as stream:
+        reader = csv.DictReader(stream)
+        if "plateifu" not in (reader.fieldnames or []) or label_column not in reader.fieldnames:
+            raise ScoringError(f"{labels_csv}: needs columns 'plateifu' and '{label_column}'; has {reader.fieldnames}")
+        by_id = {row["plateifu"].strip(): row[label_column].strip() for row in reader}
+    return np.asarray([by_id.get(str(i), "") for i in table["id"]], dtype=str)
+
+
+def scaled_feature_stream(scores_dir: str | os.PathLike, ids: np.ndarray, *, batch_size: int = 256):
+    """Yield (scaled flattened maps, valid) batches for ``ids`` in order, as the model scales them.
+
+    Maps larger than BASELINE_MAX_SIZE are block-averaged (valid-weighted) first.
+    """
+    from ifskeras.models.scaling import FluxScaling
+    from ifskeras.records import read_examples
+
+    _, _, provenance = load_scores(scores_dir)
+    meta = provenance["model_metadata"]
+    scaling = FluxScaling(kind=meta["scaling"], softening=float(meta["softening"]))
+    records_dir = provenance["records_dir"]
+    for start in range(0, len(ids), batch_size):
+        batch = read_examples(records_dir, ids[start : start + batch_size])
+        flux, valid = batch["flux"][..., 0], batch["valid"][..., 0]
+        flux, valid = _block_average(flux, valid, BASELINE_MAX_SIZE)
+        scaled = np.asarray(scaling(flux)) * valid
+        yield scaled.reshape(len(flux), -1).astype(np.float32), valid.reshape(len(flux), -1).astype(bool)
+
+
+def _block_average(flux: np.ndarray, valid: np.ndarray, max_size: int) -> tuple[np.ndarray, np.ndarray]:
+    size = flux.shape[-1]
+    factor = int(np.ceil(size / max_size))
+    if factor <= 1 or size % factor:
+        return flux, valid
+    shape = flux.shape[:-2] + (size // factor, factor, size // factor, factor)
+    weight = valid.reshape(shape).sum(axis=(-1, -3))
+    total = (flux * valid).reshape(shape).sum(axis=(-1, -3))
+    mean = np.divide(total, weight, out=np.zeros_like(total), where=weight > 0)
+    return mean, (weight >= 0.5 * factor * factor).astype(np.float32)
+
+
+def evaluate_run(
+    scores_dir: str | os.PathLike,
+    *,
+    positive=("Seyfert", "blueberry"),
+    negative=None,
+    labels_csv=None,
+    label_column: str = "class",
+    split: str | None = None,
+    baselines: bool = True,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    write: bool = True,
+) -> EvaluationBundle:
+    """Evaluate the model's scores and the baselines on the same galaxies, with intervals.
+
+    ``split=None`` evaluates every scored galaxy (the model never sees labels); baselines
+    are always fitted on the train split, as the model was. Writes ``evaluation.json``
+    and ``evaluation.csv`` into ``scores_dir`` when ``write``.
+    """
+    from ifskeras.baselines import isolation_forest_scores, pca_reconstruction_error, random_scores
+    from ifskeras.evaluate import compare_to_baselines, evaluate_scores, neighbour_retrieval
+
+    scores_dir = Path(scores_dir)
+    table, latents, provenance = load_scores(scores_dir)
+    labels = _labels_for(table, labels_csv, label_column)
+    if not np.any(labels != ""):
+        raise ScoringError(
+            f"{scores_dir}: no galaxy has a label; convert with --labels CSV or pass --labels to evaluate"
+        )
+    selected = np.ones(len(labels), bool) if split is None else np.asarray(table["split"]) == split
+    if not selected.any():
+        raise ScoringError(f"{scores_dir}: no galaxies in split {split!r}")
+    scores = {name: np.asarray(table[name], dtype=np.float64)[selected] for name in MODEL_SCORES}
+    if baselines:
+        ids = np.asarray(table["id"])
+        train = np.asarray(table["split"]) == "train"
+        train = train if train.any() else np.ones(len(ids), bool)
+        features, valid = zip(*scaled_feature_stream(scores_dir, ids))
+        features, valid = np.concatenate(features), np.concatenate(valid)
+        n_components = int(min(32, max(2, train.sum() - 1)))
+        scores["pca_error"] = pca_reconstruction_error(
+            features[train], features, valid_train=valid[train], valid_all=valid, n_components=n_components, seed=seed
+        )[selected]
+        scores["isolation_forest"] = isolation_forest_scores(
+            features[train], features, valid_train=valid[train], valid_all=valid, n_components=n_components, seed=seed
+        )[selected]
+        scores["random"] = random_scores(int(selected.sum()), seed=seed)
+    evaluation = evaluate_scores(scores, labels[selected], positive=positive, negative=negative,
+                                 n_bootstrap=n_bootstrap, seed=seed)
+    comparisons = compare_to_baselines(evaluation, model_score="anomaly_score") if baselines else []
+    ratios = np.stack([np.asarray(table[name], dtype=np.float64) for name in _RATIO_COLUMNS], axis=1)
+    retrieval = neighbour_retrieval(latents[selected], labels[selected], k=min(10, int(selected.sum()) - 1),
+                                    line_ratios=ratios[selected], seed=seed)
+    bundle = EvaluationBundle(evaluation, comparisons, retrieval, split or "all", int(selected.sum()))
+    if write:
+        from ifskeras.report import format_evaluation_table
+
+        payload = {
+            "split": bundle.split, "n_galaxies": bundle.n_galaxies,
+            "positive": list(positive) if not isinstance(positive, str) else [positive],
+            "evaluation": evaluation.to_dict(),
+            "comparisons": [comparison.to_dict() for comparison in comparisons],
+            "retrieval": retrieval.to_dict(),
+        }
+        (scores_dir / "evaluation.json").write_text(json.dumps(payload, indent=2, default=_json_default))
+        with open(scores_dir / "evaluation.csv", "w", newline="") as stream:
+            csv.writer(stream).writerows(format_evaluation_table(evaluation, comparisons))
+    return bundle
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _gallery_items(scores_dir: Path, table: dict, provenance: dict, ids: list[str]) -> list[dict]:
+    import tensorflow as tf
+
+    from ifskeras.records import read_examples
+
+    if not ids:
+        return []
+    batch = read_examples(provenance["records_dir"], ids)
+    model = tf.saved_model.load(provenance["model_dir"])
+    out = model.score(tf.constant(batch["flux"]), tf.constant(batch["valid"]))
+    reconstruction = out["reconstruction"].numpy()[..., 0]
+    line_error = out["line_error"].numpy()
+    row_of = {galaxy: i for i, galaxy in enumerate(table["id"])}
+    items = []
+    for j, galaxy in enumerate(ids):
+        row = row_of[galaxy]
+        items.append({
+            "id": galaxy,
+            "label": str(table["label"][row]),
+            "score": float(table["anomaly_score"][row]),
+            "percentile": float(table["anomaly_percentile"][row]),
+            "flux": batch["flux"][j, ..., 0],
+            "reconstruction": reconstruction[j],
+            "valid": batch["valid"][j, ..., 0],
+            "line_error": line_error[j],
+        })
+    return items
+
+
+def _neighbour_items(scores_dir: Path, provenance: dict, query_ids: list[str], k: int) -> list[dict]:
+    from ifskeras.records import read_examples
+    from ifskeras.score import nearest_neighbors
+
+    items = []
+    for query in query_ids:
+        rows = nearest_neighbors(scores_dir, query, k=k)
+        ids = [query] + [r[0] for r in rows]
+        batch = read_examples(provenance["records_dir"], ids)
+        items.append({
+            "query_id": query,
+            "neighbour_ids": [r[0] for r in rows],
+            "distances": [r[2] for r in rows],
+            "labels": list(batch["label"]),
+            "flux": batch["flux"][..., 0],
+            "valid": batch["valid"][..., 0],
+        })
+    return items
+
+
+def report_run(
+    scores_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    bundle: EvaluationBundle | None = None,
+    top_n: int = 12,
+    neighbour_queries: int = 3,
+    k: int = 6,
+    title: str = "ifskeras anomaly report",
+) -> Path:
+    """Write the HTML report of a scores directory; returns the path of index.html.
+
+    The training history comes from ``run_dir`` (default: the run that exported the
+    scored model, when its directory is the model's parent).
+    """
+    from ifskeras.report import write_report
+
+    scores_dir = Path(scores_dir)
+    table, _, provenance = load_scores(scores_dir)
+    order = np.argsort(-np.asarray(table["anomaly_score"]))
+    top_ids = [str(table["id"][i]) for i in order[:top_n]]
+    history = None
+    run_dir = Path(run_dir) if run_dir else Path(provenance["model_dir"]).parent
+    if (run_dir / "history.json").exists():
+        rows = json.loads((run_dir / "history.json").read_text())
+        history = {key: [row.get(key) for row in rows] for key in rows[0]} if rows else None
+    bpt = {
+        "log_nii_ha": np.asarray(table["log_nii_ha"]),
+        "log_oiii_hb": np.asarray(table["log_oiii_hb"]),
+        "scores": np.asarray(table["anomaly_score"]),
+        "score_name": "anomaly score",
+    }
+    return write_report(
+        out_dir,
+        scores_table=table,
+        evaluation=bundle.evaluation if bundle else None,
+        comparisons=bundle.comparisons if bundle else None,
+        retrieval=bundle.retrieval if bundle else None,
+        history=history,
+        galleries=_gallery_items(scores_dir, table, provenance, top_ids),
+        neighbours=_neighbour_items(scores_dir, provenance, top_ids[:neighbour_queries], k),
+        lines=provenance["model_metadata"]["lines"],
+        bpt=bpt,
+        title=title,
+        provenance={**provenance, "scores_dir": str(scores_dir.resolve()), "run_dir": str(run_dir)},
+        top_n=top_n,
+    )
+
+
+def render_neighbours_png(scores_dir, galaxy_id: str, rows: list, png) -> Path:
+    """A montage of a galaxy and its latent neighbours (Ha, [OIII], [NII], log [NII]/Ha)."""
+    from ifskeras.figures import plot_neighbours
+    from ifskeras.records import read_examples
+
+    _, _, provenance = load_scores(scores_dir)
+    ids = [galaxy_id] + [row[0] for row in rows]
+    batch = read_examples(provenance["records_dir"], ids)
+    return Path(plot_neighbours(
+        batch["flux"][..., 0], batch["valid"][..., 0], provenance["model_metadata"]["lines"], png,
+        ids=ids, labels=list(batch["label"]), distances=[0.0] + [row[2] for row in rows],
+    ))
