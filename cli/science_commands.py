@@ -149,9 +149,44 @@ def report(
     typer.echo(f"report: {page}")
 
 
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Demo directory (survey, records, run, scores, report)."),
+    n: int = typer.Option(600, "--n", help="Galaxies in the synthetic survey."),
+    model: str = typer.Option("ae", "--model", help="ae or vae."),
+    epochs: int = typer.Option(12, "--epochs", help="Training epochs."),
+    size: int = typer.Option(32, "--size", help="Map size in spaxels (divisible by 4)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the survey, training and UMAP."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start over instead of reusing finished stages."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the whole method on a synthetic survey: synth, convert, fit, score, evaluate, report.
+
+    Example: ifskeras demo --out demo-out --n 600 --model ae --epochs 12
+    """
+    from ifskeras.demo import DemoSettings, run_demo
+    from ifskeras.score import ScoringError
+
+    if model not in ("ae", "vae"):
+        _fail(ValueError(f"--model must be ae or vae. Received: {model!r}"))
+    settings = DemoSettings(n=n, model=model, epochs=epochs, size=size, seed=seed)
+    try:
+        result = run_demo(out, settings, fresh=fresh, say=typer.echo, progress=not quiet)
+    except (ScoringError, ValueError) as error:
+        _fail(error)
+    typer.echo("")
+    print_evaluation(result.bundle)
+    typer.echo("")
+    typer.echo(f"the {len(result.top)} most anomalous galaxies (reconstruction error):")
+    for rank, (galaxy, label, value) in enumerate(result.top, start=1):
+        typer.echo(f"{rank:>3}  {galaxy:<12} {label:<10} {value:.4f}")
+    typer.echo("")
+    typer.echo(f"report: {result.report.resolve()}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the discovery commands to the Typer app."""
     app.command("score")(score)
     app.command("neighbors")(neighbors)
     app.command("evaluate")(evaluate)
     app.command("report")(report)
+    app.command("demo")(demo)

@@ -38,3 +38,25 @@ def progress_bar(enabled: bool, description: str, total: int, *, unit: str = "ga
             bar.update(task, advance=n, rate=rate, **values)
 
         yield advance
+
+
+@contextlib.contextmanager
+def counting_progress(enabled: bool, description: str, *, unit: str = "galaxies") -> Iterator[Callable | None]:
+    """Yield a ``progress(done, total, failed)`` callback (the converter's), or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[failed]} failed"), TextColumn("{task.fields[rate]:.1f} " + unit + "/s"),
+                   TimeRemainingColumn())
+    started = time.perf_counter()
+    with bar:
+        task = bar.add_task(description, total=None, failed=0, rate=0.0)
+
+        def progress(done: int, total: int, failed: int) -> None:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=done, total=total, failed=failed, rate=rate)
+
+        yield progress
