@@ -6,6 +6,8 @@ and ``ifskeras synth`` start in a fraction of a second.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from ifskeras import __version__
@@ -25,13 +27,22 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
+#: Commands that run TensorFlow; the others start without paying for its import.
+_TENSORFLOW_COMMANDS = {"fit", "export", "score", "evaluate", "report", "demo", "neighbors"}
+
+
 @app.callback()
 def _root(
+    context: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Find unusual galaxies in integral-field surveys with ConvLSTM autoencoders."""
+    if context.invoked_subcommand in _TENSORFLOW_COMMANDS and "--help" not in sys.argv:
+        from ifskeras.cli.quiet_tf import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
 
 
 def _register_commands() -> None:

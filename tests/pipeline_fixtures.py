@@ -30,3 +30,33 @@ def tiny_records(tiny_survey, tmp_path_factory):
     result = convert_maps([tiny_survey], out, options, jobs=1)
     assert result.converted == TINY_N, result
     return out
+
+
+def _tiny_fit(records, run_dir, kind: str):
+    from ifskeras.config import smoke_config
+    from ifskeras.train import fit
+
+    config = smoke_config(kind).override(train={"epochs": 3, "learning_rate": 1e-2, "early_stopping_patience": 0})
+    return fit(records, run_dir, config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_ae(tiny_records, tmp_path_factory):
+    """A 3-epoch smoke AE run on the tiny records, exported to run/model (shared: fits are slow to trace)."""
+    return _tiny_fit(tiny_records, tmp_path_factory.mktemp("ae") / "run", "ae")
+
+
+@pytest.fixture(scope="session")
+def trained_vae(tiny_records, tmp_path_factory):
+    """A 3-epoch smoke VAE run, exported."""
+    return _tiny_fit(tiny_records, tmp_path_factory.mktemp("vae") / "run", "vae")
+
+
+@pytest.fixture(scope="session")
+def tiny_scores(trained_ae, tiny_records, tmp_path_factory):
+    """The AE's scores directory for every galaxy of the tiny records."""
+    from ifskeras.score import score_records
+
+    out = tmp_path_factory.mktemp("scores") / "scores"
+    score_records(trained_ae.export_path, tiny_records, out, k=3, seed=0, progress=False)
+    return out

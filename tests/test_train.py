@@ -37,11 +37,11 @@ def _smoke(kind="ae", **train):
     return config.override(train={"epochs": 3, **train})
 
 
-def test_loss_falls_and_run_dir_is_complete(tiny_records, tmp_path):
-    result = fit(tiny_records, tmp_path / "run", _smoke(learning_rate=1e-2), progress=False)
+def test_loss_falls_and_run_dir_is_complete(trained_ae):
+    result = trained_ae
     losses = [row["loss"] for row in result.history]
     assert len(losses) == 3 and losses[-1] < losses[0]
-    run = tmp_path / "run"
+    run = result.run_dir
     for name in ("config.json", "provenance.json", "history.csv", "history.json", "model.keras", "model/saved_model.pb"):
         assert (run / name).exists(), name
     provenance = json.loads((run / "provenance.json").read_text())
@@ -51,13 +51,14 @@ def test_loss_falls_and_run_dir_is_complete(tiny_records, tmp_path):
     assert list((run / "tensorboard").iterdir())
 
 
-def test_vae_trains_and_logs_kl(tiny_records, tmp_path):
-    result = fit(tiny_records, tmp_path / "run", _smoke("vae", epochs=2), progress=False)
+def test_vae_trains_and_logs_kl(trained_vae):
+    result = trained_vae
     row = result.history[-1]
     assert row["kl_loss"] > 0 and np.isfinite(row["val_loss"])
     assert result.history[0]["beta"] <= result.history[-1]["beta"]
 
 
+@pytest.mark.long
 def test_same_seed_same_weights(tiny_records, tmp_path):
     config = _smoke(epochs=1, seed=7)
     fit(tiny_records, tmp_path / "a", config, progress=False, export=False)
@@ -101,8 +102,8 @@ def test_nan_loss_stops_with_last_good_checkpoint(tiny_records, tmp_path, monkey
     assert len(read_history(tmp_path / "run")) == 1
 
 
-def test_export_loads_without_ifskeras(tiny_records, tmp_path):
-    result = fit(tiny_records, tmp_path / "run", _smoke("vae", epochs=1), progress=False)
+def test_export_loads_without_ifskeras(trained_vae, tiny_records, tmp_path):
+    result = trained_vae
     import ifskeras.models  # noqa: F401
     from ifskeras.records import make_dataset
 
@@ -149,6 +150,7 @@ def _write_smoke_config(path: Path, **train) -> Path:
     return path
 
 
+@pytest.mark.long
 def test_resume_after_kill_continues_from_last_checkpoint(tiny_records, tmp_path):
     config = _write_smoke_config(tmp_path / "c.json", epochs=40, early_stopping_patience=0)
     run = tmp_path / "run"
@@ -185,6 +187,7 @@ print(json.dumps({"replicas": prov["num_replicas"], "loss": [r["loss"] for r in 
 """
 
 
+@pytest.mark.long
 def test_mirrored_strategy_over_two_logical_cpus(tiny_records, tmp_path):
     completed = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT, str(tiny_records), str(tmp_path / "run")],
                                capture_output=True, text=True, timeout=240,
@@ -206,6 +209,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.long
 def test_multiworker_two_local_workers_end_identical(tiny_records, tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
