@@ -1,1 +1,66 @@
-"""ConvLSTM autoencoder and variational autoencoder models (Keras 3)."""
+"""ConvLSTM autoencoder and variational autoencoder models (Keras 3).
+
+``build_model(config, num_lines=L, size=S)`` is the one entry point the training loop
+and exporter use; the classes are registered with Keras serialisation (package
+``"ifskeras"``), so ``keras.saving.load_model`` restores them once this package is imported.
+"""
+
+from __future__ import annotations
+
+from ifskeras.models.autoencoder import ConvLSTMAutoencoder
+from ifskeras.models.layers import ConvLSTMDecoder, ConvLSTMEncoder
+from ifskeras.models.losses import (
+    kl_to_standard_normal,
+    masked_gaussian_nll,
+    masked_squared_error,
+    masked_squared_error_per_line,
+)
+from ifskeras.models.scaling import FluxScaling
+from ifskeras.models.vae import ConvLSTMVAE
+
+__all__ = [
+    "build_model",
+    "ConvLSTMAutoencoder",
+    "ConvLSTMVAE",
+    "ConvLSTMEncoder",
+    "ConvLSTMDecoder",
+    "FluxScaling",
+    "masked_squared_error",
+    "masked_squared_error_per_line",
+    "masked_gaussian_nll",
+    "kl_to_standard_normal",
+]
+
+_MODEL_CLASSES = {"ae": ConvLSTMAutoencoder, "vae": ConvLSTMVAE}
+
+
+def build_model(config, *, num_lines: int, size: int) -> ConvLSTMAutoencoder | ConvLSTMVAE:
+    """The model a :class:`ifskeras.config.ModelConfig` describes, for L lines of S x S maps.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        ``kind`` picks :class:`ConvLSTMAutoencoder` (``"ae"``) or :class:`ConvLSTMVAE`
+        (``"vae"``); the other fields become constructor arguments.
+    num_lines, size : int
+        L and S of the inputs; ``size`` must be a multiple of ``2**len(config.filters)``.
+
+    Examples
+    --------
+    >>> from ifskeras.config import ModelConfig
+    >>> model = build_model(ModelConfig(filters=(4, 8), latent_dim=4), num_lines=3, size=16)
+    """
+    if config.kind not in _MODEL_CLASSES:
+        raise ValueError(f"config.kind must be one of {tuple(_MODEL_CLASSES)}. Received: kind={config.kind!r}")
+    return _MODEL_CLASSES[config.kind](
+        num_lines=num_lines,
+        size=size,
+        latent_dim=config.latent_dim,
+        filters=config.filters,
+        kernel_size=config.kernel_size,
+        scaling=config.scaling,
+        softening=config.softening,
+        ivar_weighting=config.ivar_weighting,
+        beta=config.beta,
+        name=f"convlstm_{config.kind}",
+    )

@@ -1,0 +1,252 @@
+"""ConvLSTM autoencoder over wavelength-ordered emission-line maps (the base model)."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from ifskeras.models.layers import ConvLSTMDecoder, ConvLSTMEncoder, check_architecture
+from ifskeras.models.losses import masked_squared_error, masked_squared_error_per_line
+from ifskeras.models.scaling import FluxScaling
+
+__all__ = ["ConvLSTMAutoencoder"]
+
+
+@keras.saving.register_keras_serializable(package="ifskeras")
+class ConvLSTMAutoencoder(keras.Model):
+    """ConvLSTM autoencoder of a galaxy's L line maps, each S x S.
+
+    Inputs are physical fluxes [B, L, S, S, 1] (1e-17 erg/s/cm^2/spaxel) with their
+    inverse variances and 0/1 valid masks of the same shape. The first layer
+    (:class:`FluxScaling`) maps fluxes to scaled space; the encoder
+    (:class:`ConvLSTMEncoder`) reads the lines in wavelength order and a Dense layer
+    gives the latent vector; the decoder (:class:`ConvLSTMDecoder`) draws the L maps
+    back in scaled space. Invalid pixels are set to 0 flux before encoding in
+    :meth:`per_example_losses` and :meth:`score` and never enter a loss.
+
+    The reconstruction loss is the mean squared error in scaled space over each
+    galaxy's valid pixels; with ``ivar_weighting`` each pixel is weighted by its inverse
+    variance propagated into scaled space, ``ivar / (d scaled / d flux)**2``, and the
+    weighted mean is taken (weights normalised per galaxy).
+
+    Parameters
+    ----------
+    num_lines, size : int
+        L and S; ``size`` must be a multiple of ``2**len(filters)``.
+    latent_dim : int
+        Size of the latent vector.
+    filters : sequence of int
+        ConvLSTM2D filters of the encoder, one 2x downsampling each; the decoder mirrors them.
+    kernel_size : int
+        Convolution kernel size.
+    scaling : {"asinh", "log", "none"}
+        Flux scaling, see :class:`FluxScaling`.
+    softening : float
+        Softening flux of the scaling.
+    ivar_weighting : bool
+        Weight pixels by their propagated inverse variance in the loss.
+    beta : float
+        Initial value of the non-trainable ``beta`` variable (KL weight; unused by the AE,
+        kept so every model has the same interface).
+    downsampling : {"stride", "pool"}
+        Encoder downsampling, see :class:`ConvLSTMEncoder`.
+
+    Examples
+    --------
+    >>> model = ConvLSTMAutoencoder(num_lines=3, size=16, latent_dim=4, filters=(4, 8))
+    >>> flux = keras.ops.ones((2, 3, 16, 16, 1))
+    >>> losses = model.per_example_losses(flux, flux, flux, training=True)
+    >>> scores = model.score(flux, flux)  # anomaly_score, line_error, latent_mean, ...
+    """
+
+    kind = "ae"
+
+    def __init__(
+        self,
+        num_lines: int,
+        size: int,
+        *,
+        latent_dim: int = 32,
+        filters=(16, 32),
+        kernel_size: int = 3,
+        scaling: str = "asinh",
+        softening: float = 0.1,
+        ivar_weighting: bool = False,
+        beta: float = 1.0,
+        downsampling: str = "stride",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = check_architecture(filters=filters, kernel_size=kernel_size, size=size, num_lines=num_lines)
+        if int(latent_dim) != latent_dim or latent_dim <= 0:
+            raise ValueError(f"latent_dim must be a positive int. Received: latent_dim={latent_dim!r}")
+        if not math.isfinite(beta) or beta < 0:
+            raise ValueError(f"beta must be a finite number >= 0. Received: beta={beta!r}")
+        self.num_lines = int(num_lines)
+        self.size = int(size)
+        self.latent_dim = int(latent_dim)
+        self.kernel_size = int(kernel_size)
+        self.ivar_weighting = bool(ivar_weighting)
+        self.flux_scaling = FluxScaling(scaling, softening, name="flux_scaling")
+        self.scaling = self.flux_scaling.kind
+        self.softening = self.flux_scaling.softening
+        self.encoder = ConvLSTMEncoder(
+            self.filters, self.kernel_size, downsampling, dtype=self.dtype_policy, name="encoder"
+        )
+        self.downsampling = self.encoder.downsampling
+        self.latent_heads = self._make_latent_heads()
+        self.decoder = ConvLSTMDecoder(
+            self.num_lines, self.size, self.filters, self.kernel_size, dtype=self.dtype_policy, name="decoder"
+        )
+        self.initial_beta = float(beta)
+        self.beta = keras.Variable(self.initial_beta, trainable=False, dtype="float32", autocast=False, name="beta")
+        self.build((None, self.num_lines, self.size, self.size, 1))
+
+    # ------------------------------------------------------------------ structure
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        self.flux_scaling.build(input_shape)
+        self.encoder.build(input_shape)
+        features = self.encoder.compute_output_shape(input_shape)
+        for head in self.latent_heads.values():
+            head.build(features)
+        self.decoder.build((None, self.latent_dim))
+
+    def _make_latent_heads(self) -> dict:
+        """Dense layers (float32) from encoder features to each latent parameter, by name."""
+        return {"latent_mean": keras.layers.Dense(self.latent_dim, dtype="float32", name="latent_mean")}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_lines": self.num_lines,
+            "size": self.size,
+            "latent_dim": self.latent_dim,
+            "filters": list(self.filters),
+            "kernel_size": self.kernel_size,
+            "scaling": self.scaling,
+            "softening": self.softening,
+            "ivar_weighting": self.ivar_weighting,
+            "beta": self.initial_beta,
+            "downsampling": self.downsampling,
+        }
+
+    def config_dict(self) -> dict:
+        """The architecture as a plain dict (kind, shapes, latent size, scaling, ...)."""
+        config = self.get_config()
+        return {"kind": self.kind, **{k: v for k, v in config.items() if k not in ("name", "trainable", "dtype")}}
+
+    # ------------------------------------------------------------------ scaling
+    def scale_flux(self, flux):
+        """Physical fluxes -> scaled space (float32)."""
+        return self.flux_scaling(flux)
+
+    def unscale(self, scaled):
+        """Scaled values -> physical fluxes (float32)."""
+        return self.flux_scaling.inverse(scaled)
+
+    # ------------------------------------------------------------------ forward
+    def _encode_scaled(self, scaled, training):
+        features = self.encoder(scaled, training=training)
+        return {name: head(features) for name, head in self.latent_heads.items()}
+
+    def _latent(self, encoded, *, training, seed=None):
+        """The latent vector fed to the decoder (the AE is deterministic)."""
+        del training, seed
+        return encoded["latent_mean"]
+
+    def _decode(self, latent, training):
+        return tf.cast(self.decoder(latent, training=training), tf.float32)
+
+    def call(self, flux, training=False):
+        """Reconstruction in scaled space, [B, L, S, S, 1] float32."""
+        encoded = self._encode_scaled(self.scale_flux(flux), training)
+        return self._decode(self._latent(encoded, training=training), training)
+
+    def encode(self, flux, training=False):
+        """Latent parameters: ``{"latent_mean": [B, D]}`` (the VAE adds ``"latent_log_var"``)."""
+        return self._encode_scaled(self.scale_flux(flux), training)
+
+    # ------------------------------------------------------------------ losses
+    def _scaled_variance(self, flux, ivar, valid):
+        """Flux variance propagated into scaled space; 0 at invalid pixels or ivar <= 0."""
+        variance = tf.where((valid > 0) & (ivar > 0), tf.math.reciprocal_no_nan(ivar), 0.0)
+        return variance * tf.square(self.flux_scaling.derivative(flux))
+
+    def _reconstruction_loss(self, target, reconstruction, flux, ivar, valid):
+        """Per-galaxy masked MSE in scaled space (inverse-variance weighted if asked): [B]."""
+        if self.ivar_weighting:
+            weights = tf.math.reciprocal_no_nan(self._scaled_variance(flux, ivar, valid))
+        else:
+            weights = valid
+        return masked_squared_error(target, reconstruction, weights)
+
+    def _regularisation_losses(self, encoded):
+        """Extra per-example loss terms added to the reconstruction loss (none for the AE)."""
+        del encoded
+        return {}
+
+    def _total_loss(self, losses):
+        """The optimised per-example loss from the named terms."""
+        return losses["reconstruction_loss"]
+
+    def per_example_losses(self, flux, ivar, valid, *, training: bool, seed=None):
+        """Per-galaxy losses: dict of [B] float32 tensors.
+
+        ``"loss"`` (what is optimised) and ``"reconstruction_loss"``; the VAE adds
+        ``"kl_loss"``. ``seed`` ([2] int32) drives the VAE's latent sampling when
+        ``training``; the AE ignores it. Fluxes at invalid pixels are ignored.
+        """
+        flux, ivar, valid = _sanitise(flux, ivar, valid)
+        target = self.scale_flux(flux)
+        encoded = self._encode_scaled(target, training)
+        reconstruction = self._decode(self._latent(encoded, training=training, seed=seed), training)
+        losses = {"reconstruction_loss": self._reconstruction_loss(target, reconstruction, flux, ivar, valid)}
+        losses.update(self._regularisation_losses(encoded))
+        losses["loss"] = self._total_loss(losses)
+        return losses
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, flux, valid):
+        """Deterministic anomaly scores from the mean latent vector.
+
+        Returns a dict: ``"anomaly_score"`` [B] (masked MSE in scaled space over valid
+        pixels, as the AE reconstruction loss without ivar weighting), ``"line_error"``
+        [B, L] (the same per line; 0 for a line without valid pixels),
+        ``"line_valid_fraction"`` [B, L] (fraction of valid pixels of each line),
+        ``"latent_mean"`` [B, D], ``"reconstruction"`` [B, L, S, S, 1] in physical
+        units, and for the VAE ``"latent_scale"`` [B, D].
+        """
+        flux, _, valid = _sanitise(flux, None, valid)
+        target = self.scale_flux(flux)
+        encoded = self._encode_scaled(target, False)
+        reconstruction = self._decode(encoded["latent_mean"], False)
+        line_error, line_valid_fraction = masked_squared_error_per_line(target, reconstruction, valid)
+        result = {
+            "anomaly_score": masked_squared_error(target, reconstruction, valid),
+            "line_error": line_error,
+            "line_valid_fraction": line_valid_fraction,
+            "reconstruction": self.unscale(reconstruction),
+        }
+        result.update(self._latent_summary(encoded))
+        return result
+
+    def _latent_summary(self, encoded):
+        return {"latent_mean": tf.cast(encoded["latent_mean"], tf.float32)}
+
+
+def _sanitise(flux, ivar, valid):
+    """Cast to float32, binarise ``valid`` and zero flux and ivar at invalid or non-finite pixels."""
+    flux = tf.cast(flux, tf.float32)
+    valid = tf.cast(tf.cast(valid, tf.float32) > 0, tf.float32)
+    finite = tf.math.is_finite(flux)
+    if ivar is not None:
+        ivar = tf.cast(ivar, tf.float32)
+        finite &= tf.math.is_finite(ivar)
+    valid = tf.where(finite, valid, 0.0)
+    flux = tf.where(valid > 0, flux, 0.0)
+    if ivar is not None:
+        ivar = tf.where(valid > 0, ivar, 0.0)
+    return flux, ivar, valid

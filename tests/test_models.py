@@ -1,0 +1,360 @@
+"""ConvLSTM autoencoder and VAE: construction, serialisation, losses, scoring, precision."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ifskeras.config import ModelConfig
+from ifskeras.models import (
+    ConvLSTMAutoencoder,
+    ConvLSTMVAE,
+    build_model,
+    kl_to_standard_normal,
+    masked_gaussian_nll,
+    masked_squared_error,
+)
+
+LINES, SIZE, BATCH = 3, 16, 3
+TINY = {"latent_dim": 4, "filters": (4, 8)}
+KINDS = ["ae", "vae"]
+
+
+def tiny_model(kind="ae", **kwargs):
+    return build_model(ModelConfig(kind=kind, **{**TINY, **kwargs}), num_lines=LINES, size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def galaxies():
+    """Flux, ivar and valid [BATCH, LINES, SIZE, SIZE, 1]: blobs with noise and a masked corner."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    blob = np.exp(-((xx - 7.5) ** 2 + (yy - 8.0) ** 2) / 12.0)
+    ratios = rng.uniform(0.5, 3.0, (BATCH, LINES, 1, 1))
+    flux = ratios * blob + rng.normal(0, 0.05, (BATCH, LINES, SIZE, SIZE))
+    ivar = np.full_like(flux, 1 / 0.05**2) * rng.uniform(0.5, 2, flux.shape)
+    valid = np.ones_like(flux)
+    valid[:, :, :4, :5] = 0
+    valid[1, 2] = 0  # one line without any valid pixel
+    return tuple(tf.constant(a[..., None], tf.float32) for a in (flux, ivar, valid))
+
+
+def reference_kl(mean, log_var):
+    return 0.5 * np.sum(np.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
+
+
+# ---------------------------------------------------------------- construction
+@pytest.mark.parametrize("kind, cls", [("ae", ConvLSTMAutoencoder), ("vae", ConvLSTMVAE)])
+def test_build_model_kind_and_attributes(kind, cls):
+    model = tiny_model(kind, scaling="log", softening=0.5)
+    assert type(model) is cls and isinstance(model, keras.Model)
+    assert (model.num_lines, model.size, model.latent_dim) == (LINES, SIZE, 4)
+    assert (model.scaling, model.softening) == ("log", 0.5)
+    assert model.config_dict()["kind"] == kind
+    assert not model.beta.trainable and float(model.beta.numpy()) == 1.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"size": 18}, "Received: size=18 with filters=(4, 8)"),
+        ({"num_lines": 0}, "Received: num_lines=0"),
+        ({"latent_dim": 0}, "Received: latent_dim=0"),
+        ({"filters": ()}, "Received: filters=()"),
+        ({"filters": (4, -1)}, "Received: filters=(4, -1)"),
+        ({"kernel_size": 0}, "Received: kernel_size=0"),
+        ({"scaling": "sqrt"}, "Received: kind='sqrt'"),
+        ({"softening": 0.0}, "Received: softening=0.0"),
+        ({"beta": -1.0}, "Received: beta=-1.0"),
+        ({"downsampling": "dilate"}, "Received: downsampling='dilate'"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    arguments = {"num_lines": LINES, "size": SIZE, **TINY, **kwargs}
+    with pytest.raises(ValueError, match=f"{message}$".replace("(", r"\(").replace(")", r"\)")):
+        ConvLSTMAutoencoder(**arguments)
+
+
+@pytest.mark.parametrize("size, filters", [(8, (2,)), (32, (2, 2)), (48, (2, 2, 2))])
+def test_other_sizes(size, filters):
+    model = ConvLSTMVAE(num_lines=2, size=size, latent_dim=2, filters=filters)
+    flux = tf.ones((1, 2, size, size, 1))
+    assert model(flux).shape == (1, 2, size, size, 1)
+    assert model.score(flux, flux)["line_error"].shape == (1, 2)
+
+
+def test_pool_downsampling_shapes(galaxies):
+    flux, _, valid = galaxies
+    model = ConvLSTMAutoencoder(LINES, SIZE, downsampling="pool", **TINY)
+    assert model(flux).shape == flux.shape
+    assert model.encode(flux)["latent_mean"].shape == (BATCH, 4)
+
+
+# ---------------------------------------------------------------- interface
+@pytest.mark.parametrize("kind", KINDS)
+def test_output_shapes_and_dtypes(kind, galaxies):
+    flux, ivar, valid = galaxies
+    model = tiny_model(kind)
+    reconstruction = model(flux, training=False)
+    assert reconstruction.shape == flux.shape and reconstruction.dtype == tf.float32
+    encoded = model.encode(flux)
+    expected_keys = {"latent_mean", "latent_log_var"} if kind == "vae" else {"latent_mean"}
+    assert set(encoded) == expected_keys
+    assert all(v.shape == (BATCH, 4) for v in encoded.values())
+    losses = model.per_example_losses(flux, ivar, valid, training=True, seed=tf.constant([1, 2], tf.int32))
+    expected_losses = {"loss", "reconstruction_loss"} | ({"kl_loss"} if kind == "vae" else set())
+    assert set(losses) == expected_losses
+    for value in losses.values():
+        assert value.shape == (BATCH,) and value.dtype == tf.float32
+        assert np.all(np.isfinite(value))
+    scores = model.score(flux, valid)
+    expected_scores = {"anomaly_score", "line_error", "line_valid_fraction", "latent_mean", "reconstruction"}
+    assert set(scores) == expected_scores | ({"latent_scale"} if kind == "vae" else set())
+    assert scores["anomaly_score"].shape == (BATCH,)
+    assert scores["line_error"].shape == scores["line_valid_fraction"].shape == (BATCH, LINES)
+    assert scores["reconstruction"].shape == flux.shape
+
+
+def test_scale_and_unscale_invert(galaxies):
+    flux = galaxies[0]
+    model = tiny_model("ae", scaling="asinh", softening=0.2)
+    np.testing.assert_allclose(model.scale_flux(flux), np.arcsinh(flux.numpy() / 0.2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.unscale(model.scale_flux(flux)), flux, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_score_reconstruction_is_physical(kind, galaxies):
+    flux, _, valid = galaxies
+    model = tiny_model(kind)
+    scores = model.score(flux, valid)
+    np.testing.assert_allclose(scores["reconstruction"], model.unscale(model(flux * valid)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores["latent_mean"], model.encode(flux * valid)["latent_mean"], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- serialisation
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_round_trip(kind, galaxies):
+    model = tiny_model(kind, scaling="log", ivar_weighting=True, beta=0.5)
+    config = model.get_config()
+    for argument in ("num_lines", "size", "latent_dim", "filters", "kernel_size", "scaling", "softening", "beta"):
+        assert argument in config
+    clone = type(model).from_config(config)
+    assert clone.get_config() == config
+    clone.set_weights(model.get_weights())
+    np.testing.assert_array_equal(clone(galaxies[0]), model(galaxies[0]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_keras_file_round_trip(kind, galaxies, tmp_path):
+    flux, ivar, valid = galaxies
+    model = tiny_model(kind)
+    model.beta.assign(0.25)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is type(model)
+    assert float(restored.beta.numpy()) == 0.25
+    np.testing.assert_array_equal(restored(flux), model(flux))
+    for key, value in model.score(flux, valid).items():
+        np.testing.assert_array_equal(restored.score(flux, valid)[key], value)
+
+
+# ---------------------------------------------------------------- losses
+@pytest.mark.parametrize("kind", KINDS)
+def test_loss_falls_with_adam(kind, galaxies):
+    flux, ivar, valid = galaxies
+    keras.utils.set_random_seed(1)
+    model = tiny_model(kind)
+    optimizer = keras.optimizers.Adam(1e-2)
+
+    @tf.function
+    def step(seed):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model.per_example_losses(flux, ivar, valid, training=True, seed=seed)["loss"])
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    losses = [float(step(tf.constant([0, i], tf.int32))) for i in range(20)]
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("ivar_weighting", [False, True])
+def test_invalid_pixels_do_not_change_losses_or_scores(kind, ivar_weighting, galaxies):
+    flux, ivar, valid = galaxies
+    model = tiny_model(kind, ivar_weighting=ivar_weighting)
+    corrupted_flux = tf.where(valid > 0, flux, 1e4)
+    corrupted_flux = tf.tensor_scatter_nd_update(corrupted_flux, [[0, 0, 0, 0, 0]], [np.nan])
+    corrupted_ivar = tf.where(valid > 0, ivar, -3.0)
+    seed = tf.constant([3, 4], tf.int32)
+    for training in (False, True):
+        clean = model.per_example_losses(flux, ivar, valid, training=training, seed=seed)
+        dirty = model.per_example_losses(corrupted_flux, corrupted_ivar, valid, training=training, seed=seed)
+        for key in clean:
+            np.testing.assert_array_equal(dirty[key], clean[key])
+    for key, value in model.score(flux, valid).items():
+        np.testing.assert_array_equal(model.score(corrupted_flux, valid)[key], value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_galaxy_without_valid_pixels_contributes_zero(kind, galaxies):
+    flux, ivar, valid = galaxies
+    valid = tf.concat([tf.zeros_like(valid[:1]), valid[1:]], axis=0)
+    model = tiny_model(kind, ivar_weighting=True)
+    losses = model.per_example_losses(flux, ivar, valid, training=True)
+    assert float(losses["reconstruction_loss"][0]) == 0.0
+    assert all(np.all(np.isfinite(v)) for v in losses.values())
+    scores = model.score(flux, valid)
+    assert float(scores["anomaly_score"][0]) == 0.0
+    np.testing.assert_array_equal(scores["line_error"][0], 0.0)
+
+
+def test_ae_loss_is_masked_mse_in_scaled_space(galaxies):
+    flux, ivar, valid = galaxies
+    model = tiny_model("ae")
+    losses = model.per_example_losses(flux, ivar, valid, training=False)
+    flux = flux * valid  # the model zeroes invalid pixels before encoding
+    error = (model.scale_flux(flux).numpy() - model(flux).numpy()) ** 2 * valid.numpy()
+    expected = error.sum(axis=(1, 2, 3, 4)) / valid.numpy().sum(axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(losses["reconstruction_loss"], expected, rtol=1e-5)
+    np.testing.assert_array_equal(losses["loss"], losses["reconstruction_loss"])
+    np.testing.assert_allclose(model.score(flux, valid)["anomaly_score"], expected, rtol=1e-5)
+
+
+def test_ae_ivar_weighting_uses_propagated_errors(galaxies):
+    flux, ivar, valid = galaxies
+    model = tiny_model("ae", ivar_weighting=True, scaling="asinh", softening=0.1)
+    losses = model.per_example_losses(flux, ivar, valid, training=False)
+    flux = flux * valid
+    weights = ivar.numpy() * (flux.numpy() ** 2 + 0.1**2) * valid.numpy()
+    error = (model.scale_flux(flux).numpy() - model(flux).numpy()) ** 2
+    expected = (weights * error).sum(axis=(1, 2, 3, 4)) / weights.sum(axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(losses["reconstruction_loss"], expected, rtol=1e-4)
+
+
+def test_kl_matches_closed_form():
+    mean = np.array([[0.0, 0.0], [1.0, -2.0], [0.3, 0.1]], np.float32)
+    log_var = np.array([[0.0, 0.0], [0.5, -1.0], [-3.0, 2.0]], np.float32)
+    np.testing.assert_allclose(kl_to_standard_normal(mean, log_var), reference_kl(mean, log_var), rtol=1e-5, atol=1e-7)
+
+
+def test_vae_loss_combines_terms_with_beta(galaxies):
+    flux, ivar, valid = galaxies
+    model = tiny_model("vae")
+    model.beta.assign(0.3)
+    losses = model.per_example_losses(flux, ivar, valid, training=False)
+    encoded = model.encode(flux * valid)
+    expected_kl = reference_kl(encoded["latent_mean"].numpy(), encoded["latent_log_var"].numpy())
+    np.testing.assert_allclose(losses["kl_loss"], expected_kl, rtol=1e-4)
+    np.testing.assert_allclose(losses["loss"], losses["reconstruction_loss"] + 0.3 * losses["kl_loss"], rtol=1e-6)
+
+
+def test_vae_reconstruction_loss_is_gaussian_nll(galaxies):
+    flux, ivar, valid = galaxies
+    model = tiny_model("vae")
+    log_scale = np.array([0.0, -0.5, 0.7], np.float32)
+    model.likelihood_log_scale.assign(log_scale)
+    losses = model.per_example_losses(flux, ivar, valid, training=False)
+    sigma = np.sqrt(np.exp(2 * log_scale) + 1e-6).reshape(1, LINES, 1, 1, 1)
+    flux = flux * valid
+    residual = model.scale_flux(flux).numpy() - model(flux).numpy()
+    nll = 0.5 * (residual / sigma) ** 2 + np.log(sigma) + 0.5 * np.log(2 * np.pi)
+    expected = (nll * valid.numpy()).sum(axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(losses["reconstruction_loss"], expected, rtol=1e-4)
+
+
+def test_masked_functions_direct():
+    target = tf.constant([[1.0, 2.0], [3.0, 5.0]])[:, :, None, None, None]
+    prediction = tf.zeros_like(target)
+    weights = tf.constant([[1.0, 0.0], [1.0, 3.0]])[:, :, None, None, None]
+    np.testing.assert_allclose(masked_squared_error(target, prediction, weights), [1.0, (9 + 75) / 4])
+    nll = masked_gaussian_nll(target, prediction, tf.ones_like(target), tf.cast(weights > 0, tf.float32))
+    np.testing.assert_allclose(nll, [0.5 + 0.5 * np.log(2 * np.pi), 17 + np.log(2 * np.pi)], rtol=1e-6)
+
+
+# ---------------------------------------------------------------- sampling
+def test_vae_sampling_follows_seed(galaxies):
+    flux, ivar, valid = galaxies
+    model = tiny_model("vae")
+
+    def loss(training, seed=None):
+        return model.per_example_losses(flux, ivar, valid, training=training, seed=seed)["reconstruction_loss"]
+
+    seed_a, seed_b = tf.constant([1, 2], tf.int32), tf.constant([1, 3], tf.int32)
+    np.testing.assert_array_equal(loss(True, seed_a), loss(True, seed_a))
+    assert not np.array_equal(loss(True, seed_a), loss(True, seed_b))
+    assert not np.array_equal(loss(True), loss(True))  # SeedGenerator advances
+    np.testing.assert_array_equal(loss(False, seed_a), loss(False, seed_b))  # the mean at inference
+
+
+def test_ae_is_deterministic_in_training(galaxies):
+    flux, ivar, valid = galaxies
+    model = tiny_model("ae")
+    first = model.per_example_losses(flux, ivar, valid, training=True, seed=tf.constant([1, 2], tf.int32))
+    second = model.per_example_losses(flux, ivar, valid, training=True)
+    np.testing.assert_array_equal(first["loss"], second["loss"])
+
+
+# ---------------------------------------------------------------- scoring
+def test_line_error_and_valid_fraction(galaxies):
+    flux, _, valid = galaxies
+    model = tiny_model("ae")
+    scores = model.score(flux, valid)
+    error = (model.scale_flux(flux * valid).numpy() - model(flux * valid).numpy()) ** 2 * valid.numpy()
+    count = valid.numpy().sum(axis=(2, 3, 4))
+    expected = np.divide(error.sum(axis=(2, 3, 4)), count, out=np.zeros_like(count), where=count > 0)
+    np.testing.assert_allclose(scores["line_error"], expected, rtol=1e-5)
+    np.testing.assert_allclose(scores["line_valid_fraction"], count / SIZE**2)
+    assert float(scores["line_error"][1, 2]) == 0.0 and float(scores["line_valid_fraction"][1, 2]) == 0.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_score_traces_with_fixed_signature(kind, galaxies):
+    flux, _, valid = galaxies
+    model = tiny_model(kind)
+    spec = tf.TensorSpec((None, LINES, SIZE, SIZE, 1), tf.float32)
+    traced = tf.function(model.score, input_signature=[spec, spec])
+    eager = model.score(flux, valid)
+    for key, value in traced(flux, valid).items():
+        np.testing.assert_allclose(value, eager[key], rtol=1e-5, atol=1e-6)
+    assert traced(flux[:1], valid[:1])["anomaly_score"].shape == (1,)
+
+
+def test_score_exports(galaxies, tmp_path):
+    flux, _, valid = galaxies
+    model = tiny_model("vae")
+    spec = tf.TensorSpec((None, LINES, SIZE, SIZE, 1), tf.float32)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("score", model.score, input_signature=[spec, spec])
+    archive.write_out(str(tmp_path / "exported"), verbose=False)
+    loaded = tf.saved_model.load(str(tmp_path / "exported"))
+    exported = loaded.score(flux, valid)
+    for key, value in model.score(flux, valid).items():
+        np.testing.assert_allclose(exported[key], value, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- precision
+@pytest.fixture
+def mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mixed_precision_outputs_float32(kind, galaxies, mixed_bfloat16):
+    flux, ivar, valid = galaxies
+    model = tiny_model(kind)
+    assert model.encoder.compute_dtype == "bfloat16"
+    assert all(v.dtype == "float32" for v in model.weights)
+    assert model(flux).dtype == tf.float32
+    with tf.GradientTape() as tape:
+        losses = model.per_example_losses(flux, ivar, valid, training=True, seed=tf.constant([1, 2], tf.int32))
+        loss = tf.reduce_mean(losses["loss"])
+    assert all(v.dtype == tf.float32 and np.all(np.isfinite(v)) for v in losses.values())
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert all(g is not None and g.dtype == tf.float32 for g in gradients)
+    assert all(v.dtype == tf.float32 for v in model.score(flux, valid).values())
