@@ -1,5 +1,229 @@
-"""Placeholder replaced as the commands land."""
+"""Commands of the data layer: ``convert``, ``inspect``, ``verify`` and ``records merge``.
+
+Each command parses its options, calls one library function in ``ifskeras.records``
+and prints the outcome. Library errors become one-line messages on stderr and exit
+code 1; an interrupt exits with 130. TensorFlow is imported only when a command
+writes or fully verifies records.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+_LISTED_FAILURES = 5
+
+records_app = typer.Typer(
+    name="records",
+    help="Maintain TFRecord datasets made by `ifskeras convert` (merge cluster parts).",
+    no_args_is_help=True,
+)
 
 
-def register(app) -> None:
+def _error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+@contextmanager
+def _clean_errors(hint_on_interrupt: str = ""):
+    """Turn library errors into messages and exit codes, never tracebacks."""
+    from ifskeras.maps import MapsReadError
+    from ifskeras.records.schema import RecordsError
+
+    try:
+        yield
+    except (RecordsError, MapsReadError, ValueError, KeyError) as error:
+        _error(str(error).strip("'\"") if isinstance(error, KeyError) else str(error))
+        raise typer.Exit(EXIT_FAILURE) from None
+    except OSError as error:
+        _error(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}".strip())
+        raise typer.Exit(EXIT_FAILURE) from None
+    except KeyboardInterrupt:
+        _error(f"interrupted{hint_on_interrupt}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def convert(
+    inputs: list[Path] = typer.Argument(
+        ..., help="MAPS files, directories (searched recursively for *MAPS*.fits*) or text files listing paths."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory for shards and manifest.json."),
+    size: int = typer.Option(64, "--size", min=1, help="Grid side S: every galaxy becomes L x S x S."),
+    mode: str = typer.Option("fit", "--mode", help="fit: crop to the covered square and resample "
+                             "(area-weighted over valid pixels); pad: centre crop or zero-pad, exact values."),
+    lines: str = typer.Option("", "--lines", help="Comma-separated DAP line names (default: the paper's 19 lines)."),
+    min_coverage: float = typer.Option(0.5, "--min-coverage", help="fit mode: an output pixel is valid when "
+                                       "at least this fraction of its area is valid input."),
+    labels: Path = typer.Option(None, "--labels", help="CSV with columns plateifu and the label column."),
+    label_column: str = typer.Option("class", "--label-column", help="Label column of --labels."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Fraction in the validation split (stable hash of plate-IFU)."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Fraction in the test split."),
+    name: str = typer.Option("maps", "--name", help="Shard name prefix: NAME-SPLIT.tfrecord-00000-of-00004."),
+    shard_mb: float = typer.Option(100.0, "--shard-mb", help="Target shard size in MB."),
+    min_shards: int = typer.Option(1, "--min-shards", help="At least this many shards per split (>= number of training workers)."),
+    compression: str = typer.Option("none", "--compression", help="none or gzip (gzip reads about 3x slower)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes reading and preprocessing MAPS files."),
+    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted conversion, keeping its completed shards."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the records already in --out."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with code 1 if any input failed."),
+    num_workers: int = typer.Option(1, "--num-workers", min=1, help="Cluster runs: the inputs are split into this many parts."),
+    worker_index: int = typer.Option(0, "--worker-index", min=0, help="Cluster runs: the part this run converts."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Convert MAPS files to sharded TFRecords with a manifest.
+
+    One example per galaxy (id, flux, ivar, valid, label, ra, dec) on an S x S grid, split into train/val/test by a stable hash of the plate-IFU. Bad files are listed in failures.csv and never stop the run. Safe to interrupt: rerun the same command with --resume.
+
+    Example: ifskeras convert data/maps/ --out records/ --size 64 --jobs 4
+    """
+    _quiet_tensorflow_logs()
+    from ifskeras.records.convert import ConvertOptions, convert_maps
+
+    with _clean_errors(": rerun the same command with --resume to finish"):
+        if compression not in ("none", "gzip"):
+            raise ValueError(f"--compression must be none or gzip. Received: {compression!r}")
+        options_kwargs = {"lines": tuple(_split_names(lines))} if lines.strip() else {}
+        options = ConvertOptions(
+            size=size, mode=mode, min_coverage=min_coverage, val_fraction=val_fraction,
+            test_fraction=test_fraction, shard_mb=shard_mb, min_shards=min_shards,
+            compression=None if compression == "none" else compression, name=name,
+            labels=str(labels) if labels else None, label_column=label_column,
+            num_workers=num_workers, worker_index=worker_index, **options_kwargs,
+        )
+        with _progress_bar(quiet) as progress:
+            result = convert_maps(inputs, out, options, jobs=jobs, resume=resume,
+                                  overwrite=overwrite, progress=progress)
+    totals = result.manifest["totals"]
+    if not quiet:
+        counts = ", ".join(f"{split} {n}" for split, n in result.examples.items())
+        typer.echo(
+            f"converted {totals['examples']} galaxies ({counts}) into {result.out_dir} "
+            f"at {result.galaxies_per_second:.1f} galaxies/s"
+            + (f"; {result.resumed_shards} shards kept from the interrupted run" if result.resumed_shards else "")
+        )
+        if result.duplicates:
+            typer.echo(f"skipped {len(result.duplicates)} duplicate plate-IFU(s): kept the first path in sorted order")
+        if result.failures:
+            typer.echo(f"{len(result.failures)} input(s) failed (all listed in {result.out_dir / 'failures.csv'}):")
+            for failure in result.failures[:_LISTED_FAILURES]:
+                typer.echo(f"  {failure['path']}: {failure['reason']}")
+            if len(result.failures) > _LISTED_FAILURES:
+                typer.echo(f"  ... and {len(result.failures) - _LISTED_FAILURES} more")
+    if totals["examples"] == 0:
+        _error("no galaxy was converted")
+        raise typer.Exit(EXIT_FAILURE)
+    if strict and result.failures:
+        _error(f"{len(result.failures)} input(s) failed and --strict was given")
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def inspect(
+    records_dir: Path = typer.Argument(..., help="Records directory (with manifest.json)."),
+    png: Path = typer.Option(None, "--png", help="Save a montage of one galaxy's maps to this PNG (needs --id)."),
+    galaxy_id: str = typer.Option(None, "--id", help="Plate-IFU of the galaxy to draw."),
+) -> None:
+    """Summarise a records directory: counts per split, lines, shape, preprocessing, failures.
+
+    With --png and --id, also draw one galaxy's maps, one panel per line, invalid pixels blank.
+
+    Example: ifskeras inspect records/ --png 7815-3702.png --id 7815-3702
+    """
+    from ifskeras.records.inspect import render_galaxy, summarize_records
+
+    if (png is None) != (galaxy_id is None):
+        _error("--png and --id go together")
+        raise typer.Exit(2)
+    with _clean_errors():
+        typer.echo(summarize_records(records_dir))
+        if png is not None:
+            typer.echo(f"wrote {render_galaxy(records_dir, galaxy_id, png)}")
+
+
+def verify(
+    records_dir: Path = typer.Argument(..., help="Records directory (with manifest.json)."),
+    quick: bool = typer.Option(False, "--quick", help="Only check that shards exist with the recorded sizes."),
+) -> None:
+    """Check records against their manifest; exit 1 on any problem.
+
+    Recomputes every shard's sha256, reads every record (CRCs), decodes every example and reports missing, truncated, corrupted or extra files and count mismatches.
+
+    Example: ifskeras verify records/
+    """
+    _quiet_tensorflow_logs()
+    from ifskeras.records.verify import verify_records
+
+    with _clean_errors():
+        report = verify_records(records_dir, full=not quick)
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@records_app.command("merge")
+def merge(
+    parts: list[Path] = typer.Argument(..., help="Records directories to join (e.g. the --worker-index parts)."),
+    out: Path = typer.Option(..., "--out", "-o", help="New, empty output directory."),
+    transfer: str = typer.Option("link", "--transfer", help="link (hard links, copy across file systems), copy or move."),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="Merge even if some cluster parts are missing."),
+) -> None:
+    """Join records directories into one dataset, renumbering shards; counts add up.
+
+    Example: ifskeras records merge part0/ part1/ part2/ --out records/
+    """
+    from ifskeras.records.merge import merge_records
+
+    with _clean_errors():
+        manifest = merge_records(parts, out, transfer=transfer, allow_partial=allow_partial)
+    counts = ", ".join(f"{split} {entry['examples']}" for split, entry in manifest["splits"].items())
+    typer.echo(f"merged {len(parts)} directories into {out}: {manifest['totals']['examples']} examples ({counts})")
+
+
+def _quiet_tensorflow_logs() -> None:
+    """TensorFlow's C++ start-up chatter is not for users of these commands (kept if set)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _split_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+@contextmanager
+def _progress_bar(quiet: bool):
+    """A ``progress(done, total, failed)`` callback drawing a rich bar on stderr, or None."""
+    if quiet:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class _RateColumn(ProgressColumn):
+        def render(self, task):
+            return Text(f"{task.speed:6.1f} galaxies/s" if task.speed else "   ... galaxies/s")
+
+    console = Console(stderr=True)
+    bar = Progress(
+        TextColumn("converting"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+        TextColumn("failed {task.fields[failed]}"), TimeRemainingColumn(),
+        console=console, transient=False, disable=not console.is_terminal,
+    )
+    task = bar.add_task("convert", total=None, failed=0)
+
+    def update(done: int, total: int, failed: int) -> None:
+        bar.update(task, completed=done, total=total, failed=failed)
+
+    with bar:
+        yield update
+
+
+def register(app: typer.Typer) -> None:
     """Add this module's commands to the Typer app."""
+    app.command("convert")(convert)
+    app.command("inspect")(inspect)
+    app.command("verify")(verify)
+    app.add_typer(records_app, name="records")
