@@ -112,7 +112,7 @@ def score_records(
     except ExportError as error:
         raise ScoringError(str(error)) from None
     manifest = load_manifest(records_dir)
-    verify_records(records_dir).raise_if_failed()
+    verify_records(records_dir, checksums=True).raise_if_failed()
     check_model_matches_records(metadata, manifest, model_dir=model_dir, records_dir=records_dir)
     available = [name for name in ("train", "val", "test") if manifest.examples(name) > 0]
     splits = tuple(splits or available)

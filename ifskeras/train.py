@@ -95,7 +95,7 @@ def fit(
     run_dir = Path(run_dir)
     manifest = load_manifest(records_dir)
     # Cheap check (existence, sizes, the manifest's own consistency) before any training.
-    verify_records(records_dir).raise_if_failed()
+    verify_records(records_dir, checksums=True).raise_if_failed()
     records_sha256 = records_checksum(records_dir)
     info = make_strategy(config.train.strategy)
     config = _prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite, is_chief=info.is_chief)

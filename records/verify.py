@@ -70,7 +70,7 @@ class VerifyReport:
         return self
 
 
-def verify_records(records_dir: str | Path, *, full: bool = False) -> VerifyReport:
+def verify_records(records_dir: str | Path, *, full: bool = False, checksums: bool = False) -> VerifyReport:
     """Compare the shards on disk with ``manifest.json``.
 
     Parameters
@@ -78,6 +78,9 @@ def verify_records(records_dir: str | Path, *, full: bool = False) -> VerifyRepo
     records_dir : path-like
     full : bool
         Also recompute checksums and read and decode every record (reads all data).
+    checksums : bool
+        Recompute every shard's sha256 (reads all data, no TensorFlow): what training
+        and scoring do before they start, so a flipped byte is refused, not learned.
 
     Returns
     -------
@@ -113,6 +116,8 @@ def verify_records(records_dir: str | Path, *, full: bool = False) -> VerifyRepo
             report.problems.append(Problem("size", shard.file, f"{size} bytes, manifest says {shard.bytes}"))
         if full:
             ids_read[shard.file] = _check_contents(path, shard, manifest, report)
+        elif checksums and size == shard.bytes and sha256_file(path) != shard.sha256:
+            report.problems.append(Problem("checksum", shard.file, "sha256 differs from the manifest"))
     for path in sorted(directory.iterdir()):
         parsed = parse_shard_filename(path.name)
         if path.name.endswith(TEMP_SUFFIX):
