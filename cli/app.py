@@ -28,7 +28,7 @@ def _version_callback(value: bool) -> None:
 
 
 #: Commands that run TensorFlow; the others start without paying for its import.
-_TENSORFLOW_COMMANDS = {"fit", "export", "score", "evaluate", "report", "demo", "neighbors"}
+_TENSORFLOW_COMMANDS = {"fit", "export", "score", "evaluate", "report", "demo", "neighbors", "convert"}
 
 
 @app.callback()
@@ -39,7 +39,10 @@ def _root(
     ),
 ) -> None:
     """Find unusual galaxies in integral-field surveys with ConvLSTM autoencoders."""
-    if context.invoked_subcommand in _TENSORFLOW_COMMANDS and "--help" not in sys.argv:
+    uses_tensorflow = context.invoked_subcommand in _TENSORFLOW_COMMANDS or (
+        context.invoked_subcommand == "verify" and "--full" in sys.argv
+    )
+    if uses_tensorflow and "--help" not in sys.argv:
         from ifskeras.cli.quiet_tf import import_tensorflow_quietly
 
         import_tensorflow_quietly()

@@ -30,8 +30,8 @@ class Precision(str, Enum):
 def fit(
     records: Path = typer.Argument(..., help="Records directory written by `ifskeras convert`."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (config, checkpoints, history, model)."),
-    model: ModelKind = typer.Option(ModelKind.ae, "--model", help="ae: ConvLSTM autoencoder; vae: variational."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON with [model], [train], [augment]."),
+    model: Optional[ModelKind] = typer.Option(None, "--model", help="ae: ConvLSTM autoencoder (default); vae: variational."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML or JSON file with sections model, train and augment."),
     epochs: Optional[int] = typer.Option(None, help="Number of epochs."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size (split over replicas)."),
     latent_dim: Optional[int] = typer.Option(None, help="Size of the latent vector."),
@@ -48,13 +48,15 @@ def fit(
 
     Example: ifskeras fit records/ --model vae --out runs/vae1 --epochs 30 --batch-size 32
     """
-    from ifskeras.config import ConfigError, load_config
+    from ifskeras.config import load_config
     from ifskeras.records import RecordsError
     from ifskeras.train import TrainingError, fit as fit_run
 
     try:
-        run_config = load_config(config).override(
-            model={"kind": model.value, "latent_dim": latent_dim},
+        # On --resume the run's own config.json is the base: only options given here change it.
+        base = load_config(out / "config.json" if resume and config is None and (out / "config.json").exists() else config)
+        run_config = base.override(
+            model={"kind": model.value if model else None, "latent_dim": latent_dim},
             train={
                 "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
                 "strategy": strategy.value if strategy else None,
@@ -63,7 +65,7 @@ def fit(
             },
         )
         result = fit_run(records, out, run_config, resume=resume, overwrite=overwrite, progress=not quiet)
-    except (ConfigError, RecordsError, TrainingError) as error:
+    except (ValueError, RecordsError, TrainingError) as error:  # ConfigError is a ValueError
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(1) from None
     last = result.history[-1] if result.history else {}

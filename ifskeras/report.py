@@ -209,7 +209,7 @@ def write_report(
     scores_table : astropy Table or mapping of str to array
         One row per galaxy with at least ``id`` and ``score_column``; optional ``split``,
         ``label``, ``anomaly_percentile``, ``err_<LINE>``, ``knn_score``,
-        ``combined_rank``, ``umap_x``, ``umap_y``.
+        ``combined_score``, ``umap_x``, ``umap_y``.
     evaluation : Evaluation, optional
     comparisons : sequence of Comparison, optional
     retrieval : Retrieval, optional
@@ -476,7 +476,7 @@ def _provenance_value(value: Any) -> str:
 
 def _top_table(columns, ids, labels, score, score_column: str, top_n: int) -> list[list[str]]:
     order = np.argsort(-np.where(np.isfinite(score), score, -np.inf), kind="stable")[: max(0, int(top_n))]
-    extra = [c for c in ("anomaly_score", "knn_score", "combined_rank") if c in columns and c != score_column]
+    extra = [c for c in ("anomaly_score", "knn_score", "combined_score") if c in columns and c != score_column]
     if score_column == "anomaly_score" and "anomaly_percentile" in columns:
         percentile = np.asarray(columns["anomaly_percentile"], dtype=float)
     else:

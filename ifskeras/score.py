@@ -244,7 +244,9 @@ def load_scores(scores_dir: str | os.PathLike) -> tuple[dict, np.ndarray, dict]:
     table = {}
     for name in rows[0].keys() if rows else []:
         values = [row[name] for row in rows]
-        table[name] = np.asarray(values) if name in text_columns else np.asarray(values, dtype=np.float64)
+        # NaN is written as an empty cell (what spreadsheets and TOPCAT expect).
+        table[name] = np.asarray(values) if name in text_columns else np.asarray(
+            [float(v) if v != "" else np.nan for v in values], dtype=np.float64)
     return table, np.load(scores_dir / LATENTS_NPY), json.loads((scores_dir / SCORING_JSON).read_text())
 
 

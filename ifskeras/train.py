@@ -89,6 +89,7 @@ def fit(
     from ifskeras.augment import GalaxyAugment
     from ifskeras.distribute import make_strategy
     from ifskeras.models import build_model
+    from ifskeras.models.layers import check_architecture
     from ifskeras.records import load_manifest, make_dataset, verify_records
 
     records_dir = Path(records_dir)
@@ -97,8 +98,8 @@ def fit(
     # Cheap check (existence, sizes, the manifest's own consistency) before any training.
     verify_records(records_dir, checksums=True).raise_if_failed()
     records_sha256 = records_checksum(records_dir)
+    config = _resolve_config(run_dir, config, resume=resume)
     info = make_strategy(config.train.strategy)
-    config = _prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite, is_chief=info.is_chief)
     train_cfg, model_cfg = config.train, config.model
     num_lines, size = int(manifest.shape[0]), int(manifest.shape[1])
     n_train = manifest.examples("train")
@@ -114,8 +115,14 @@ def fit(
             f"--batch-size {global_batch} is not divisible by the {info.num_replicas} replicas of the "
             f"{info.kind} strategy; use a multiple of {info.num_replicas}."
         )
+    try:
+        check_architecture(filters=model_cfg.filters, kernel_size=model_cfg.kernel_size, size=size, num_lines=num_lines)
+    except ValueError as error:
+        raise TrainingError(f"{records_dir} holds {size}x{size} maps that this model cannot take: {error}") from None
     steps_per_epoch = train_cfg.steps_per_epoch or n_train // global_batch
     val_steps = math.ceil(n_val / global_batch) if n_val else 0
+    # Only now, with every check passed, does the run directory change.
+    _create_run_dir(run_dir, config, resume=resume, overwrite=overwrite, is_chief=info.is_chief)
 
     if info.is_chief:
         _write_json(run_dir / "provenance.json", {
@@ -308,24 +315,29 @@ def package_versions() -> dict:
     }
 
 
-def _prepare_run_dir(run_dir: Path, config: RunConfig, *, resume: bool, overwrite: bool, is_chief: bool) -> RunConfig:
+def _resolve_config(run_dir: Path, config: RunConfig, *, resume: bool) -> RunConfig:
+    """The config of the run: on resume the stored one, with only the epoch budget taken from ``config``."""
+    if not resume:
+        return config
     config_path = run_dir / "config.json"
-    if resume:
-        if not config_path.exists():
-            raise TrainingError(f"{run_dir}: nothing to resume (no config.json); start without --resume.")
-        # The stored config defines the run; only the epoch budget may be extended.
-        stored = RunConfig.from_dict(json.loads(config_path.read_text()))
-        return stored.override(train={"epochs": config.train.epochs})
-    if run_dir.exists() and any(run_dir.iterdir()) and is_chief:
+    if not config_path.exists():
+        raise TrainingError(f"{run_dir}: nothing to resume (no config.json); start without --resume.")
+    stored = RunConfig.from_dict(json.loads(config_path.read_text()))
+    return stored.override(train={"epochs": config.train.epochs})
+
+
+def _create_run_dir(run_dir: Path, config: RunConfig, *, resume: bool, overwrite: bool, is_chief: bool) -> None:
+    if resume or not is_chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise TrainingError(
                 f"{run_dir} is not empty; use --resume to continue that run or --overwrite to replace it."
             )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if is_chief:
-        _write_json(config_path, config.to_dict())
-    return config
+    _write_json(run_dir / "config.json", config.to_dict())
 
 
 def records_checksum(records_dir: str | os.PathLike) -> str:
