@@ -75,6 +75,26 @@ def test_refuses_non_empty_run_dir_and_bad_batch(tiny_records, tmp_path):
     assert (tmp_path / "run/keep.txt").read_text() == "mine"
     with pytest.raises(TrainingError, match="fewer than one batch"):
         fit(tiny_records, tmp_path / "run2", _smoke(batch_size=4096), progress=False)
+    # A run refused by its checks leaves nothing behind, so the corrected retry is not blocked.
+    assert not (tmp_path / "run2").exists()
+    deep = smoke_config("ae").override(model={"filters": (4, 4, 4, 4, 4)})
+    with pytest.raises(TrainingError, match="16x16 maps that this model cannot take"):
+        fit(tiny_records, tmp_path / "run2", deep, progress=False)
+    assert not (tmp_path / "run2").exists()
+
+
+def test_cli_errors_are_messages_not_tracebacks(tiny_records, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ifskeras.cli.app import app
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["fit", str(tiny_records), "--out", str(tmp_path / "r"), "--strategy", "multiworker"])
+    assert result.exit_code == 1 and "needs TF_CONFIG" in result.output
+    result = runner.invoke(app, ["fit", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "no such records directory" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tiny_records, tmp_path, monkeypatch):
