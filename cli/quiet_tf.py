@@ -36,7 +36,10 @@ def import_tensorflow_quietly() -> None:
         try:
             import tensorflow as tf
 
-            tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, not at import
+            if "TF_CONFIG" not in os.environ:
+                # The CUDA probe logs here, not at import. Multi-worker runs skip it: their
+                # strategy must be created before TensorFlow's context is initialised.
+                tf.config.list_physical_devices("GPU")
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -84,8 +84,10 @@ def print_evaluation(bundle) -> None:
     """The evaluation table exactly as the report shows it (same formatting function)."""
     from ifskeras.report import format_evaluation_table
 
-    positives = ", ".join(bundle.evaluation.positive)
-    typer.echo(f"evaluation on {bundle.n_galaxies} galaxies ({bundle.split}); positives: {positives}")
+    evaluation = bundle.evaluation
+    negatives = ", ".join(evaluation.negative) if evaluation.negative else "all other galaxies"
+    typer.echo(f"evaluation on {bundle.n_galaxies} galaxies ({bundle.split}): positives {', '.join(evaluation.positive)} "
+               f"({evaluation.n_positive}) against {negatives} ({evaluation.n_negative})")
     rows = format_evaluation_table(bundle.evaluation, bundle.comparisons)
     # The terminal gets the headline columns; evaluation.csv and the report have them all.
     keep = [i for i, name in enumerate(rows[0]) if name.split(" ")[0] in _HEADLINE_COLUMNS
@@ -175,6 +177,11 @@ def demo(
         _fail(error)
     typer.echo("")
     print_evaluation(result.bundle)
+    from ifskeras.report import format_class_recall_table
+
+    typer.echo("")
+    typer.echo("recall of each class among the most anomalous 1% and 5% of galaxies:")
+    _print_table(format_class_recall_table(result.bundle.evaluation))
     typer.echo("")
     typer.echo(f"the {len(result.top)} most anomalous galaxies (reconstruction error):")
     for rank, (galaxy, label, value) in enumerate(result.top, start=1):

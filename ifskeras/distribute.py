@@ -54,19 +54,12 @@ def make_strategy(name: str = "auto") -> StrategyInfo:
     MirroredStrategy when more than one GPU is visible, else one device.
     ``mirrored`` without GPUs mirrors over the logical CPU devices (how it is tested).
     """
-    gpus = tf.config.list_logical_devices("GPU")
     num_workers, worker_index = cluster_from_env()
-    if name == "auto":
-        name = "multiworker" if num_workers > 1 else ("mirrored" if len(gpus) > 1 else "one")
-    if name == "one":
-        device = gpus[0].name if gpus else "/cpu:0"
-        strategy = tf.distribute.OneDeviceStrategy(device)
-        return StrategyInfo(strategy, "one", 1, 1, 0)
-    if name == "mirrored":
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        strategy = tf.distribute.MirroredStrategy(devices=devices)
-        return StrategyInfo(strategy, "mirrored", strategy.num_replicas_in_sync, 1, 0)
+    if name == "auto" and num_workers > 1:
+        name = "multiworker"
     if name == "multiworker":
+        # Must be created before anything initialises TensorFlow's context (even listing
+        # devices does), or TF refuses: "Collective ops must be configured at program startup".
         if "TF_CONFIG" not in os.environ:
             raise ValueError(
                 "--strategy multiworker needs TF_CONFIG describing the cluster, e.g. "
@@ -77,4 +70,15 @@ def make_strategy(name: str = "auto") -> StrategyInfo:
         )
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         return StrategyInfo(strategy, "multiworker", strategy.num_replicas_in_sync, num_workers, worker_index)
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "one"
+    if name == "one":
+        device = gpus[0].name if gpus else "/cpu:0"
+        strategy = tf.distribute.OneDeviceStrategy(device)
+        return StrategyInfo(strategy, "one", 1, 1, 0)
+    if name == "mirrored":
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+        return StrategyInfo(strategy, "mirrored", strategy.num_replicas_in_sync, 1, 0)
     raise ValueError(f"strategy must be one of auto, one, mirrored, multiworker. Received: {name!r}")

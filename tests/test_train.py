@@ -180,6 +180,7 @@ def test_resume_after_kill_continues_from_last_checkpoint(tiny_records, tmp_path
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
+    process.stdout.close()
     done = len(read_history(run))
     assert 2 <= done < 40, f"expected the run killed mid-way, saw {done} epochs"
     first_rows = read_history(run)
