@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ifskeras.bpt import kauffmann03, kewley01_nii
 from ifskeras.lines import pretty_line_name
 
 __all__ = [
     "FLUX_UNIT",
-    "kauffmann03",
-    "kewley01",
     "plot_loss_curves",
     "plot_score_histogram",
     "plot_umap_by_score",
@@ -58,16 +57,6 @@ _NEIGHBOUR_LINES = ("Ha-6564", "OIII-5008", "NII-6585")
 _MIN_TICK_SEPARATION = 0.12  # of the colourbar length, in arcsinh space
 _BPT_X_RANGE = (-2.0, 1.0)
 _BPT_Y_RANGE = (-1.5, 1.5)
-
-
-def kauffmann03(x: np.ndarray) -> np.ndarray:
-    """Kauffmann et al. (2003) star-forming limit: y = 0.61/(x - 0.05) + 1.30, valid for x < 0.05."""
-    return 0.61 / (np.asarray(x) - 0.05) + 1.30
-
-
-def kewley01(x: np.ndarray) -> np.ndarray:
-    """Kewley et al. (2001) maximum-starburst line ([NII]): y = 0.61/(x - 0.47) + 1.19, x < 0.47."""
-    return 0.61 / (np.asarray(x) - 0.47) + 1.19
 
 
 def class_colour(label: str, order: Sequence[str] = ()) -> str:
@@ -207,7 +196,7 @@ def plot_bpt(
     xs = np.linspace(_BPT_X_RANGE[0], 0.04, 200)
     ax.plot(xs, kauffmann03(xs), "k--", lw=1.2, label="Kauffmann et al. 2003")
     xs = np.linspace(_BPT_X_RANGE[0], 0.46, 200)
-    ax.plot(xs, kewley01(xs), "k-", lw=1.2, label="Kewley et al. 2001")
+    ax.plot(xs, kewley01_nii(xs), "k-", lw=1.2, label="Kewley et al. 2001")
     ax.text(-1.2, -0.9, "star-forming", fontsize=9)
     ax.text(-0.15, -1.2, "composite", fontsize=9)
     ax.text(0.2, 1.1, "AGN", fontsize=9)

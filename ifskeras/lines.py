@@ -20,70 +20,31 @@ __all__ = [
     "pretty_line_name",
 ]
 
+#: Vacuum rest wavelengths (Angstrom) of every channel in the DAP line lists below.
+_VACUUM_WAVELENGTHS: Mapping[str, float] = {
+    "OII-3727": 3727.092, "OII-3729": 3729.875, "H12-3751": 3751.217, "H11-3771": 3771.701,
+    "Hthe-3798": 3798.976, "Heta-3836": 3836.472, "NeIII-3869": 3869.86, "HeI-3889": 3889.749,
+    "Hzet-3890": 3890.151, "NeIII-3968": 3968.59, "Heps-3971": 3971.195, "Hdel-4102": 4102.892,
+    "Hgam-4341": 4341.684, "HeII-4687": 4687.015, "Hb-4862": 4862.683, "OIII-4960": 4960.295,
+    "OIII-5008": 5008.240, "NI-5199": 5199.349, "NI-5201": 5201.705, "HeI-5877": 5877.243,
+    "OI-6302": 6302.046, "OI-6365": 6365.535, "NII-6549": 6549.86, "Ha-6564": 6564.608,
+    "NII-6585": 6585.27, "SII-6718": 6718.295, "SII-6732": 6732.674, "HeI-7067": 7067.138,
+    "ArIII-7137": 7137.76, "ArIII-7753": 7753.24, "Peta-9017": 9017.385, "SIII-9071": 9071.1,
+    "Pzet-9231": 9231.547, "SIII-9533": 9533.2, "Peps-9548": 9548.588,
+}
+
 #: The 22 channels of DR15-era DAP MAPS files (DRP v2_4_3, DAP 2.2), in file order.
 DR15_LINES: Mapping[str, float] = {
-    "OII-3727": 3727.092,
-    "OII-3729": 3729.875,
-    "Hthe-3798": 3798.976,
-    "Heta-3836": 3836.472,
-    "NeIII-3869": 3869.86,
-    "Hzet-3890": 3890.151,
-    "NeIII-3968": 3968.59,
-    "Heps-3971": 3971.195,
-    "Hdel-4102": 4102.892,
-    "Hgam-4341": 4341.684,
-    "HeII-4687": 4687.015,
-    "Hb-4862": 4862.683,
-    "OIII-4960": 4960.295,
-    "OIII-5008": 5008.240,
-    "HeI-5877": 5877.243,
-    "OI-6302": 6302.046,
-    "OI-6365": 6365.535,
-    "NII-6549": 6549.86,
-    "Ha-6564": 6564.608,
-    "NII-6585": 6585.27,
-    "SII-6718": 6718.295,
-    "SII-6732": 6732.674,
+    name: _VACUUM_WAVELENGTHS[name]
+    for name in (
+        "OII-3727", "OII-3729", "Hthe-3798", "Heta-3836", "NeIII-3869", "Hzet-3890", "NeIII-3968",
+        "Heps-3971", "Hdel-4102", "Hgam-4341", "HeII-4687", "Hb-4862", "OIII-4960", "OIII-5008",
+        "HeI-5877", "OI-6302", "OI-6365", "NII-6549", "Ha-6564", "NII-6585", "SII-6718", "SII-6732",
+    )
 }
 
 #: The 35 channels of DR17 DAP MAPS files (DAP 3.1, ELPMPL11), in file order.
-DR17_LINES: Mapping[str, float] = {
-    "OII-3727": 3727.092,
-    "OII-3729": 3729.875,
-    "H12-3751": 3751.217,
-    "H11-3771": 3771.701,
-    "Hthe-3798": 3798.976,
-    "Heta-3836": 3836.472,
-    "NeIII-3869": 3869.86,
-    "HeI-3889": 3889.749,
-    "Hzet-3890": 3890.151,
-    "NeIII-3968": 3968.59,
-    "Heps-3971": 3971.195,
-    "Hdel-4102": 4102.892,
-    "Hgam-4341": 4341.684,
-    "HeII-4687": 4687.015,
-    "Hb-4862": 4862.683,
-    "OIII-4960": 4960.295,
-    "OIII-5008": 5008.240,
-    "NI-5199": 5199.349,
-    "NI-5201": 5201.705,
-    "HeI-5877": 5877.243,
-    "OI-6302": 6302.046,
-    "OI-6365": 6365.535,
-    "NII-6549": 6549.86,
-    "Ha-6564": 6564.608,
-    "NII-6585": 6585.27,
-    "SII-6718": 6718.295,
-    "SII-6732": 6732.674,
-    "HeI-7067": 7067.138,
-    "ArIII-7137": 7137.76,
-    "ArIII-7753": 7753.24,
-    "Peta-9017": 9017.385,
-    "SIII-9071": 9071.1,
-    "Pzet-9231": 9231.547,
-    "SIII-9533": 9533.2,
-    "Peps-9548": 9548.588,
-}
+DR17_LINES: Mapping[str, float] = dict(_VACUUM_WAVELENGTHS)
 
 #: Wavelength window of the paper (arXiv 2602.18426), Angstrom, exclusive.
 PAPER_WAVELENGTH_RANGE = (3800.0, 8000.0)
@@ -96,7 +57,7 @@ DEFAULT_LINES: tuple[str, ...] = tuple(
     if PAPER_WAVELENGTH_RANGE[0] < wave < PAPER_WAVELENGTH_RANGE[1]
 )
 
-_ALL_LINES = {**DR15_LINES, **DR17_LINES}
+_ALL_LINES = _VACUUM_WAVELENGTHS
 _PRETTY_IONS = {
     "Ha": "H\u03b1", "Hb": "H\u03b2", "Hgam": "H\u03b3", "Hdel": "H\u03b4",
     "Heps": "H\u03b5", "Hzet": "H\u03b6", "Heta": "H\u03b7", "Hthe": "H\u03b8",
