@@ -38,7 +38,9 @@ def fit(
     learning_rate: Optional[float] = typer.Option(None, help="Peak Adam learning rate."),
     seed: Optional[int] = typer.Option(None, help="Seed: the same seed gives the same weights on CPU."),
     strategy: Optional[StrategyName] = typer.Option(None, help="Devices: auto, one, mirrored (GPUs), multiworker (TF_CONFIG)."),
-    precision: Optional[Precision] = typer.Option(None, help="mixed_bfloat16 / mixed_float16 for GPUs."),
+    precision: Optional[Precision] = typer.Option(
+        None, "--precision", "--mixed-precision",
+        help="mixed_bfloat16 or mixed_float16 on GPUs: float16/bfloat16 compute, float32 weights and loss."),
     jit: bool = typer.Option(False, "--jit", help="XLA-compile the train step (about 25x slower for ConvLSTM on CPU)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),

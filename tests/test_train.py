@@ -258,3 +258,14 @@ def test_multiworker_two_local_workers_end_identical(tiny_records, tmp_path):
         np.testing.assert_array_equal(chief.get_tensor(name), worker.get_tensor(name))
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["num_workers"] == 2 and provenance["strategy"] == "multiworker"
+
+
+@pytest.mark.long
+def test_mixed_bfloat16_trains_and_exports_float32(tiny_records, tmp_path):
+    result = fit(tiny_records, tmp_path / "run", _smoke("vae", epochs=1, precision="mixed_bfloat16"), progress=False)
+    assert np.isfinite(result.history[0]["loss"])
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    loaded = tf.saved_model.load(str(result.export_path))
+    flux = tf.ones([2, 19, 16, 16, 1])
+    out = loaded.score(flux, tf.ones_like(flux))
+    assert out["anomaly_score"].dtype == tf.float32 and out["reconstruction"].dtype == tf.float32
