@@ -108,9 +108,18 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     model_path = run_dir / "model.keras"
     if not provenance_path.exists():
         raise ExportError(f"{run_dir}: not an ifskeras run directory (no provenance.json)")
-    provenance = json.loads(provenance_path.read_text())
+    try:
+        provenance = json.loads(provenance_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ExportError(f"{provenance_path}: unreadable ({error}); the run directory is damaged") from error
     if model_path.exists():
-        model = keras.saving.load_model(str(model_path), safe_mode=True)
+        try:
+            model = keras.saving.load_model(str(model_path), safe_mode=True)
+        except Exception as error:  # safe_mode refusals (Lambda, foreign modules), corrupt archives
+            raise ExportError(
+                f"{model_path}: cannot load the model, nothing was exported "
+                f"({type(error).__name__}: {str(error).strip()})"
+            ) from error
     else:
         from ifskeras.config import RunConfig
         from ifskeras.models import build_model

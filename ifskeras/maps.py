@@ -56,6 +56,10 @@ class MapsReadError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # Rebuilt from (path, problem), so the typed error survives pickling across processes.
+        return type(self), (self.path, self.problem)
+
 
 class NotFitsError(MapsReadError):
     """The file is empty, not FITS, truncated or unreadable."""
@@ -211,7 +215,10 @@ def read_maps(
         raise
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile, TypeError, ValueError,
             IndexError, KeyError) as error:
-        raise NotFitsError(path, f"not a readable FITS file ({type(error).__name__}: {error})") from error
+        # astropy reports a truncated data unit read from memory (.fits.gz) as e.g. "buffer
+        # is too small for requested array": say that the file is truncated when it is.
+        problem = _truncation_problem(path) or f"not a readable FITS file ({type(error).__name__}: {error})"
+        raise NotFitsError(path, problem) from error
 
     # Native byte order, float32: the files are big-endian and TF wants little-endian.
     value = value.astype(np.float32, copy=False)

@@ -115,7 +115,7 @@ class OutputExistsError(ConvertError):
 
 
 class ShardWriteError(ConvertError):
-    """Writing a shard failed (disk full, permissions); completed shards are kept."""
+    """Writing a shard or the journal, index or manifest failed (disk full, permissions); completed shards are kept."""
 
 
 @dataclass(frozen=True)
@@ -604,13 +604,23 @@ def _error_text(error: BaseException) -> str:
     return getattr(error, "message", None) or str(error)
 
 
-def _write_failure(path: Path, error: BaseException) -> str:
+def _write_failure(path: Path, error: BaseException, *, shard: bool = True) -> str:
     text = _error_text(error)
     hint = "the disk may be full; " if "space" in text.lower() or getattr(error, "errno", None) == 28 else ""
+    removed = "the incomplete shard was removed and " if shard else ""
     return (
-        f"writing {path} failed ({text}); {hint}the incomplete shard was removed and completed "
+        f"writing {path} failed ({text}); {hint}{removed}completed "
         f"shards are kept: fix the problem and rerun the same command with --resume"
     )
+
+
+@contextlib.contextmanager
+def _bookkeeping_errors(path: Path):
+    """Journal, index, failures and manifest writes fail like shard writes: clearly, resumably."""
+    try:
+        yield
+    except OSError as error:
+        raise ShardWriteError(_write_failure(Path(error.filename or path), error, shard=False)) from error
 
 
 class _Journal:
@@ -769,7 +779,8 @@ def convert_maps(
             parsed = parse_shard_filename(path.name)
             if parsed and parsed.name == options.name and path.name not in reused:
                 path.unlink()
-    journal.start(plan.fingerprint, [reused[name] for name in sorted(reused)])
+    with _bookkeeping_errors(journal.path):
+        journal.start(plan.fingerprint, [reused[name] for name in sorted(reused)])
 
     import tensorflow  # noqa: F401  (the shard writer's; loaded before the conversion is timed)
 
@@ -802,13 +813,15 @@ def convert_maps(
                 writer.abort()
                 raise
             entry = {"split": shard.split, "shard": info, "rows": rows, "failures": failures}
-            journal.append(entry)
+            with _bookkeeping_errors(journal.path):
+                journal.append(entry)
             entries[shard.file] = entry
     finally:
         results.close()
 
-    return _finish(out, plan, options, entries, labels, converted=done - failed, resumed=len(reused),
-                   seconds=time.perf_counter() - started, convert_seconds=time.perf_counter() - converting)
+    with _bookkeeping_errors(out):
+        return _finish(out, plan, options, entries, labels, converted=done - failed, resumed=len(reused),
+                       seconds=time.perf_counter() - started, convert_seconds=time.perf_counter() - converting)
 
 
 def _index_row(meta: dict, shard: _Shard, record: int) -> dict:
