@@ -82,7 +82,9 @@ def fit(
         Model, training and augmentation settings.
     resume : bool
         Continue an interrupted run from its last checkpoint (same epoch count, same
-        optimizer state). The stored config is used; ``config`` must match it.
+        optimizer state). The run's stored config is used; only ``config.train.epochs``
+        is taken from the argument, so a finished run can be extended. The records must
+        be the ones the run started with.
     overwrite : bool
         Delete an existing run directory first.
     """
@@ -95,10 +97,12 @@ def fit(
     records_dir = Path(records_dir)
     run_dir = Path(run_dir)
     manifest = load_manifest(records_dir)
-    # Cheap check (existence, sizes, the manifest's own consistency) before any training.
+    # Every shard's sha256 against the manifest: a corrupted shard is refused, not learned.
     verify_records(records_dir, checksums=True).raise_if_failed()
     records_sha256 = records_checksum(records_dir)
     config = _resolve_config(run_dir, config, resume=resume)
+    if resume:
+        _check_same_records(run_dir, records_dir, records_sha256)
     info = make_strategy(config.train.strategy)
     train_cfg, model_cfg = config.train, config.model
     num_lines, size = int(manifest.shape[0]), int(manifest.shape[1])
@@ -267,12 +271,14 @@ def fit(
                     model.save_weights(str(run_dir / "best.weights.h5"))
             else:
                 state["wait"] += 1
-            epoch_var.assign(epoch + 1)
-            manager.save(checkpoint_number=epoch + 1)
             if info.is_chief:
                 _write_json(run_dir / _STATE_FILE, state)
                 _write_history(run_dir, history)
                 _write_scalars(writer, epoch + 1, row)
+            # The checkpoint is written last: it is what makes an epoch count as done, and a
+            # resumed run cuts the history back to the checkpoint's epoch.
+            epoch_var.assign(epoch + 1)
+            manager.save(checkpoint_number=epoch + 1)
             if on_epoch_end is not None:
                 on_epoch_end(row)
             if train_cfg.early_stopping_patience and state["wait"] >= train_cfg.early_stopping_patience:
@@ -324,6 +330,18 @@ def _resolve_config(run_dir: Path, config: RunConfig, *, resume: bool) -> RunCon
         raise TrainingError(f"{run_dir}: nothing to resume (no config.json); start without --resume.")
     stored = RunConfig.from_dict(json.loads(config_path.read_text()))
     return stored.override(train={"epochs": config.train.epochs})
+
+
+def _check_same_records(run_dir: Path, records_dir: Path, records_sha256: str) -> None:
+    provenance_path = run_dir / "provenance.json"
+    if not provenance_path.exists():
+        return
+    started_with = json.loads(provenance_path.read_text()).get("records_manifest_sha256")
+    if started_with and started_with != records_sha256:
+        raise TrainingError(
+            f"{records_dir} is not the dataset {run_dir} started with (manifest sha256 "
+            f"{records_sha256[:12]}... vs {started_with[:12]}...); resume with the same records or start a new run."
+        )
 
 
 def _create_run_dir(run_dir: Path, config: RunConfig, *, resume: bool, overwrite: bool, is_chief: bool) -> None:

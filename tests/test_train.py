@@ -269,3 +269,16 @@ def test_mixed_bfloat16_trains_and_exports_float32(tiny_records, tmp_path):
     flux = tf.ones([2, 19, 16, 16, 1])
     out = loaded.score(flux, tf.ones_like(flux))
     assert out["anomaly_score"].dtype == tf.float32 and out["reconstruction"].dtype == tf.float32
+
+
+def test_resume_refuses_other_records(trained_ae, tiny_survey, tmp_path):
+    import shutil
+
+    from ifskeras.records import ConvertOptions, convert_maps
+
+    other = tmp_path / "other"
+    convert_maps([tiny_survey], other, ConvertOptions(size=16, val_fraction=0.3))
+    run = tmp_path / "run"
+    shutil.copytree(trained_ae.run_dir, run)
+    with pytest.raises(TrainingError, match="is not the dataset .* started with"):
+        fit(other, run, _smoke(), resume=True, progress=False)

@@ -1,0 +1,141 @@
+"""Scoring through the SavedModel, neighbours, evaluation and the report on the tiny survey."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("tensorflow")
+from astropy.table import Table  # noqa: E402
+
+from ifskeras.cli.app import app  # noqa: E402
+from ifskeras.lines import DEFAULT_LINES  # noqa: E402
+from ifskeras.score import (  # noqa: E402
+    ScoringError,
+    central_line_ratios,
+    load_scores,
+    nearest_neighbors,
+    score_records,
+)
+
+runner = CliRunner()
+
+
+def test_scores_have_fixed_columns_in_csv_and_fits(tiny_scores, tiny_records):
+    table, latents, provenance = load_scores(tiny_scores)
+    n = len(table["id"])
+    assert n == 32 and latents.shape == (n, 8)
+    expected = ["id", "split", "label", "anomaly_score", "anomaly_percentile", "knn_score", "combined_score",
+                "umap_x", "umap_y"] + [f"err_{line}" for line in DEFAULT_LINES] + [f"latent_{i}" for i in range(8)]
+    for column in expected:
+        assert column in table, column
+    fits = Table.read(tiny_scores / "scores.fits")
+    assert list(fits["id"]) == list(table["id"])
+    np.testing.assert_allclose(np.asarray(fits["anomaly_score"]), table["anomaly_score"], rtol=1e-12)
+    np.testing.assert_allclose(latents[:, 0], table["latent_0"], rtol=1e-6)
+    assert set(table["split"]) <= {"train", "val", "test"} and set(table["label"]) - {""}
+    train = table["split"] == "train"
+    assert table["anomaly_percentile"][train].max() == pytest.approx(100.0)
+    assert np.all((table["anomaly_percentile"] >= 0) & (table["anomaly_percentile"] <= 100))
+    assert np.isfinite(table["umap_x"]).all() and np.all(table["knn_score"] > 0)
+    assert provenance["n_galaxies"] == n and provenance["model_metadata"]["lines"] == list(DEFAULT_LINES)
+    assert len(provenance["records_manifest_sha256"]) == 64
+
+
+def test_scores_match_the_keras_model(tiny_scores, trained_ae, tiny_records):
+    import keras
+
+    import ifskeras.models  # noqa: F401
+    from ifskeras.records import read_examples
+
+    table, _, _ = load_scores(tiny_scores)
+    ids = list(table["id"][:4])
+    batch = read_examples(tiny_records, ids)
+    model = keras.saving.load_model(str(trained_ae.model_path))
+    expected = np.asarray(model.score(batch["flux"], batch["valid"])["anomaly_score"])
+    np.testing.assert_allclose(table["anomaly_score"][:4], expected, rtol=1e-5)
+
+
+def test_refuses_records_of_other_lines_or_size(trained_ae, tiny_survey, tmp_path):
+    from ifskeras.records import ConvertOptions, convert_maps
+
+    other_lines = tmp_path / "lines"
+    convert_maps([tiny_survey], other_lines, ConvertOptions(size=16, lines=DEFAULT_LINES[:5]))
+    with pytest.raises(ScoringError, match=r"trained on lines Heta-3836, .* but records .* hold Heta-3836, NeIII-3869, Hzet-3890, NeIII-3968, Heps-3971;"):
+        score_records(trained_ae.export_path, other_lines, tmp_path / "s1", progress=False)
+    other_size = tmp_path / "size"
+    convert_maps([tiny_survey], other_size, ConvertOptions(size=8))
+    with pytest.raises(ScoringError, match="takes 16x16 maps but records .* hold 8x8; convert with --size 16"):
+        score_records(trained_ae.export_path, other_size, tmp_path / "s2", progress=False)
+    assert not (tmp_path / "s1").exists() and not (tmp_path / "s2").exists()
+
+
+def test_bad_model_dir_and_empty_split(trained_ae, tiny_records, tmp_path):
+    (tmp_path / "notamodel").mkdir()
+    with pytest.raises(ScoringError, match="not a SavedModel directory"):
+        score_records(tmp_path / "notamodel", tiny_records, tmp_path / "out", progress=False)
+    result = runner.invoke(app, ["score", str(tmp_path / "notamodel"), str(tiny_records), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "not a SavedModel directory" in result.output
+    assert "Traceback" not in result.output
+    with pytest.raises(ScoringError, match="no galaxies in split"):
+        score_records(trained_ae.export_path, tiny_records, tmp_path / "out", splits=("nosuch",), progress=False)
+
+
+def test_neighbors_exclude_self_and_suggest_close_ids(tiny_scores):
+    table, latents, _ = load_scores(tiny_scores)
+    query = str(table["id"][0])
+    rows = nearest_neighbors(tiny_scores, query, k=4)
+    assert len(rows) == 4 and query not in [r[0] for r in rows]
+    distances = [r[2] for r in rows]
+    assert distances == sorted(distances)
+    expected = np.sort(np.linalg.norm(latents[1:] - latents[0], axis=1))[:4]
+    np.testing.assert_allclose(distances, expected, rtol=1e-5)
+    with pytest.raises(ScoringError, match=rf"not in .*did you mean {re.escape(query[:-1])}"):
+        nearest_neighbors(tiny_scores, query[:-1] + "9", k=3)
+    result = runner.invoke(app, ["neighbors", str(tiny_scores), "nosuch-1"])
+    assert result.exit_code == 1 and "is not in" in result.output and "Traceback" not in result.output
+
+
+def test_central_line_ratios_on_known_maps():
+    lines = ["Hb-4862", "OIII-5008", "Ha-6564", "NII-6585", "SII-6718", "SII-6732", "OI-6302"]
+    flux = np.ones((1, len(lines), 8, 8))
+    for line, value in {"Hb-4862": 1.0, "OIII-5008": 3.0, "Ha-6564": 2.86, "NII-6585": 1.43}.items():
+        flux[0, lines.index(line)] = value
+    ratios = central_line_ratios(flux, np.ones_like(flux), lines)
+    assert ratios["log_oiii_hb"][0] == pytest.approx(np.log10(3.0))
+    assert ratios["log_nii_ha"][0] == pytest.approx(np.log10(0.5))
+    assert ratios["log_sii_ha"][0] == pytest.approx(np.log10(2 / 2.86))
+    missing = central_line_ratios(flux[:, :3], np.ones_like(flux[:, :3]), lines[:3])
+    assert np.isnan(missing["log_nii_ha"][0])
+
+
+def test_evaluation_numbers_agree_in_cli_csv_and_report(tiny_scores, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(tiny_scores), "--bootstrap", "50"])
+    assert result.exit_code == 0, result.output
+    with open(tiny_scores / "evaluation.csv", newline="") as stream:
+        rows = list(csv.reader(stream))
+    model_row = next(row for row in rows if row[0] == "anomaly_score")
+    auroc_column = rows[0].index(next(name for name in rows[0] if name.startswith("AUROC")))
+    assert model_row[auroc_column] in result.output
+    payload = json.loads((tiny_scores / "evaluation.json").read_text())
+    assert payload["n_galaxies"] == 32 and "pca_error" in json.dumps(payload)
+
+    report = runner.invoke(app, ["report", str(tiny_scores), "--out", str(tmp_path / "report"), "--top", "3"])
+    assert report.exit_code == 0, report.output
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert model_row[auroc_column].split(" ")[0] in html
+    figures = list((tmp_path / "report" / "figures").glob("*.png"))
+    assert any(f.name.startswith("gallery_") for f in figures) and any("loss" in f.name for f in figures)
+    assert all(f.stat().st_size > 1000 for f in figures)
+
+
+def test_evaluate_without_labels_is_a_clear_error(tiny_scores, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("plateifu,class\nnobody-1,SF\n")
+    result = runner.invoke(app, ["evaluate", str(tiny_scores), "--labels", str(labels)])
+    assert result.exit_code == 1 and "no galaxy has a label" in result.output
