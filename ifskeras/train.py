@@ -199,14 +199,23 @@ def fit(
             stream = tf.cast(step, tf.int32) * info.num_replicas + replica
             return tf.stack([tf.constant(train_cfg.seed, tf.int32), stream])
 
+        def losses_and_gradients(flux, ivar, valid, seed):
+            with tf.GradientTape() as tape:
+                losses = model.per_example_losses(flux, ivar, valid, training=True, seed=seed)
+                loss = tf.nn.compute_average_loss(losses["loss"], global_batch_size=global_batch)
+                scaled_loss = optimizer.scale_loss(loss)
+            return losses, tape.gradient(scaled_loss, model.trainable_variables)
+
+        if train_cfg.jit_compile:
+            # XLA compiles the model's forward and backward pass only: the input iterator,
+            # the rotation ops of the augmentation and the optimizer's cross-replica update
+            # are not XLA-compatible, and the model is where the time goes.
+            losses_and_gradients = tf.function(losses_and_gradients, jit_compile=True)
+
         def train_step_fn(batch, step):
             seed = replica_seed(step)
             flux, ivar, valid = augment(batch["flux"], batch["ivar"], batch["valid"], training=True, seed=seed)
-            with tf.GradientTape() as tape:
-                losses = model.per_example_losses(flux, ivar, valid, training=True, seed=seed[::-1])
-                loss = tf.nn.compute_average_loss(losses["loss"], global_batch_size=global_batch)
-                scaled_loss = optimizer.scale_loss(loss)
-            gradients = tape.gradient(scaled_loss, model.trainable_variables)
+            losses, gradients = losses_and_gradients(flux, ivar, valid, seed[::-1])
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             return {name: tf.nn.compute_average_loss(losses[name], global_batch_size=global_batch) for name in loss_names}
 
@@ -217,7 +226,7 @@ def fit(
         def reduce(per_replica):
             return {k: info.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-        @tf.function(jit_compile=train_cfg.jit_compile or None)
+        @tf.function
         def train_step(iterator, step):
             return reduce(info.strategy.run(train_step_fn, args=(next(iterator), step)))
 

@@ -282,3 +282,9 @@ def test_resume_refuses_other_records(trained_ae, tiny_survey, tmp_path):
     shutil.copytree(trained_ae.run_dir, run)
     with pytest.raises(TrainingError, match="is not the dataset .* started with"):
         fit(other, run, _smoke(), resume=True, progress=False)
+
+
+@pytest.mark.long
+def test_jit_compiles_the_model_step(tiny_records, tmp_path):
+    result = fit(tiny_records, tmp_path / "run", _smoke(epochs=1, jit_compile=True), progress=False, export=False)
+    assert np.isfinite(result.history[0]["loss"])
