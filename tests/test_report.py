@@ -1,26 +1,18 @@
 """Tests of ifskeras.figures and ifskeras.report: PNGs written, numbers exact, page renders in Chromium.
 
-The browser test (``test_report_renders_in_chromium``) needs no Python package beyond
-the standard library. It copies the report, injects two small scripts into the copy
-(one at the top of ``<head>`` that records ``error`` events, resource-load failures and
-``console.error`` calls; one that on ``load`` writes the state of every ``<img>`` as JSON
-into a ``<pre>``), adds one deliberately broken image as a control, and runs
-``chromium --headless --dump-dom`` on the ``file://`` URL with network features off
-and DNS disabled. The dumped DOM holds the JSON; Chromium's own log
-(``--enable-logging=stderr``) is also searched for "Uncaught". It is skipped when no
-Chromium binary is found.
+The browser check lives in ``browser_check.py``; it is skipped when no Chromium
+binary is found.
 """
 
 import html
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from browser_check import assert_page_renders, find_chromium, img_sources
 from ifskeras import figures
 from ifskeras.evaluate import compare_to_baselines, evaluate_scores, neighbour_retrieval
 from ifskeras.report import (
@@ -36,7 +28,6 @@ SEED = 11
 N, S = 60, 8
 LINES = ("Hb-4862", "OIII-5008", "Ha-6564", "NII-6585")
 TITLE = "Toy <survey> & report"
-CHROMIUM_TIMEOUT_S = 60
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -97,15 +88,11 @@ def report(tmp_path_factory):
     return index, inputs
 
 
-def _img_sources(page: str) -> list[str]:
-    return re.findall(r'<img src="([^"]+)"', page)
-
-
 def test_report_writes_page_and_figures(report):
     index, _ = report
     assert index.name == "index.html" and index.is_file()
     page = index.read_text(encoding="utf-8")
-    sources = _img_sources(page)
+    sources = img_sources(page)
     expected = {"loss_curves", "score_histogram", "umap_score", "umap_label", "bpt", "roc_pr", "gallery_01",
                 "gallery_02", "neighbours_01"}
     assert {Path(s).stem.split("_8")[0] for s in sources} == expected
@@ -157,7 +144,7 @@ def test_minimal_report_without_optional_inputs(tmp_path):
     table = {"id": np.array(["a", "b", "c", "d"]), "anomaly_score": np.array([0.1, 0.4, 0.2, 0.9])}
     index = write_report(tmp_path / "minimal", scores_table=table)
     page = index.read_text(encoding="utf-8")
-    assert _img_sources(page) == ["figures/score_histogram.png"]
+    assert img_sources(page) == ["figures/score_histogram.png"]
     assert "No training history was given." in page and "not evaluated" in page
     from astropy.table import MaskedColumn, Table
 
@@ -191,70 +178,10 @@ def test_figures_write_pngs_and_validate(tmp_path):
 
 # --------------------------------------------------------------------------- browser
 
-_CHECK_HEAD = """<script>
-window.__ifskerasErrors = [];
-window.addEventListener("error", function (event) {
-  var target = event.target;
-  window.__ifskerasErrors.push(target && target !== window && target.getAttribute
-    ? "failed to load " + target.getAttribute("src") : "error: " + event.message);
-}, true);
-window.addEventListener("unhandledrejection", function (event) {
-  window.__ifskerasErrors.push("unhandled rejection: " + event.reason);
-});
-var __ifskerasConsoleError = console.error;
-console.error = function () {
-  window.__ifskerasErrors.push("console.error: " + Array.prototype.join.call(arguments, " "));
-  __ifskerasConsoleError.apply(console, arguments);
-};
-</script>"""
-_CHECK_BODY = """<img src="figures/control-missing.png" alt="control">
-<script>
-window.addEventListener("load", function () {
-  var images = Array.prototype.map.call(document.images, function (img) {
-    return {src: img.getAttribute("src"), complete: img.complete, naturalWidth: img.naturalWidth};
-  });
-  var out = document.createElement("pre");
-  out.id = "ifskeras-check";
-  out.textContent = JSON.stringify({images: images, errors: window.__ifskerasErrors});
-  document.body.appendChild(out);
-});
-</script>"""
-_CONTROL = "figures/control-missing.png"
+needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="Chromium not installed (apt-get install chromium)")
 
 
-def _find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-@pytest.mark.skipif(_find_chromium() is None, reason="Chromium not installed (apt-get install chromium)")
+@needs_chromium
 def test_report_renders_in_chromium(report, tmp_path):
     index, _ = report
-    site = tmp_path / "site"
-    shutil.copytree(index.parent, site)
-    page = index.read_text(encoding="utf-8")
-    n_images = len(_img_sources(page))
-    checked = page.replace("<head>", "<head>\n" + _CHECK_HEAD, 1).replace("</body>", _CHECK_BODY + "\n</body>", 1)
-    (site / "index.html").write_text(checked, encoding="utf-8")
-    command = [
-        _find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={tmp_path / 'profile'}",
-        "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom",
-        (site / "index.html").as_uri(),
-    ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, check=False)
-    found = re.search(r'<pre id="ifskeras-check">(.*?)</pre>', run.stdout, re.S)
-    assert found, f"Chromium produced no check result (exit {run.returncode}); stderr tail: {run.stderr[-2000:]}"
-    result = json.loads(html.unescape(found.group(1)))
-    images = {img["src"]: img for img in result["images"]}
-    assert len(result["images"]) == n_images + 1
-    # The control proves the check can fail: a missing file is reported, and only that one.
-    assert images[_CONTROL]["naturalWidth"] == 0
-    assert result["errors"] == [f"failed to load {_CONTROL}"]
-    loaded = {src for src, img in images.items() if img["complete"] and img["naturalWidth"] > 0}
-    assert loaded == set(images) - {_CONTROL}
-    assert "Uncaught" not in run.stderr
+    assert_page_renders(index, tmp_path)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 pytest.importorskip("tensorflow")
 from astropy.table import Table  # noqa: E402
 
+from browser_check import assert_page_renders, find_chromium  # noqa: E402
 from ifskeras.cli.app import app  # noqa: E402
 from ifskeras.lines import DEFAULT_LINES  # noqa: E402
 from ifskeras.score import (  # noqa: E402
@@ -114,7 +115,16 @@ def test_central_line_ratios_on_known_maps():
     assert np.isnan(missing["log_nii_ha"][0])
 
 
-def test_evaluation_numbers_agree_in_cli_csv_and_report(tiny_scores, tmp_path):
+@pytest.fixture(scope="module")
+def pipeline_report(tiny_scores, tmp_path_factory):
+    """The report command's output for the tiny survey: (its printed output, index.html)."""
+    out = tmp_path_factory.mktemp("report") / "report"
+    result = runner.invoke(app, ["report", str(tiny_scores), "--out", str(out), "--top", "3"])
+    assert result.exit_code == 0, result.output
+    return result.output, out / "index.html"
+
+
+def test_evaluation_numbers_agree_in_cli_csv_and_report(tiny_scores, pipeline_report):
     result = runner.invoke(app, ["evaluate", str(tiny_scores), "--bootstrap", "50"])
     assert result.exit_code == 0, result.output
     with open(tiny_scores / "evaluation.csv", newline="") as stream:
@@ -125,13 +135,16 @@ def test_evaluation_numbers_agree_in_cli_csv_and_report(tiny_scores, tmp_path):
     payload = json.loads((tiny_scores / "evaluation.json").read_text())
     assert payload["n_galaxies"] == 32 and "pca_error" in json.dumps(payload)
 
-    report = runner.invoke(app, ["report", str(tiny_scores), "--out", str(tmp_path / "report"), "--top", "3"])
-    assert report.exit_code == 0, report.output
-    html = (tmp_path / "report" / "index.html").read_text()
-    assert model_row[auroc_column].split(" ")[0] in html
-    figures = list((tmp_path / "report" / "figures").glob("*.png"))
+    _, index = pipeline_report
+    assert model_row[auroc_column].split(" ")[0] in index.read_text()
+    figures = list((index.parent / "figures").glob("*.png"))
     assert any(f.name.startswith("gallery_") for f in figures) and any("loss" in f.name for f in figures)
     assert all(f.stat().st_size > 1000 for f in figures)
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Chromium not installed (apt-get install chromium)")
+def test_pipeline_report_renders_in_chromium(pipeline_report, tmp_path):
+    assert_page_renders(pipeline_report[1], tmp_path)
 
 
 def test_evaluate_without_labels_is_a_clear_error(tiny_scores, tmp_path):
