@@ -158,7 +158,8 @@ def main(argv=None) -> dict:
             rows.append(common.row(
                 f"scoring: SavedModel score / in-process Keras score, {kind.upper()} 19x{size}x{size}", out["ratio"],
                 target=f">= {TARGET_SAVEDMODEL_RATIO}", met=out["ratio"] >= TARGET_SAVEDMODEL_RATIO,
-                note=f"{out['numerator_median']:.0f} vs {out['denominator_median']:.0f} samples/s, batch {args.batch_size} "
+                note=f"SavedModel {out['numerator_median']:.0f} vs Keras {out['denominator_median']:.0f} samples/s, "
+                     f"batch {args.batch_size} "
                      f"(range {out['ratio_min']}-{out['ratio_max']})"))
     common.log("UMAP and k-NN")
     tools = latent_tools(args.latents, dim=32, umap_repeats=1 if quick else 2, knn_repeats=3)

@@ -561,7 +561,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--pairs", type=int, help="measured epochs per side")
     parser.add_argument("--repeats", type=int, help="interleaved blocks in the step benchmarks")
     parser.add_argument("--galaxies", type=int, help="synthetic galaxies in the records")
-    parser.add_argument("--jit-sizes", type=int, nargs="+", help="default 16 32 64; quick 16 32")
+    parser.add_argument("--jit-sizes", type=int, nargs="+", help="default 16 32 64; quick 16")
+    parser.add_argument("--merge", action="store_true",
+                        help="update only the sections run here in an existing results/training.json")
     parser.add_argument("--skip", nargs="*", default=[], choices=["fit", "pipeline", "attribution", "variants", "jit"])
     args = parser.parse_args(argv)
     quick = args.quick
@@ -569,7 +571,7 @@ def main(argv=None) -> dict:
     batch = args.batch_size or (16 if quick else 32)
     steps = args.steps or 6
     pairs = args.pairs or (6 if quick else 8)
-    jit_sizes = args.jit_sizes or ([16, 32] if quick else [16, 32, 64])
+    jit_sizes = args.jit_sizes or ([16] if quick else [16, 32, 64])
     repeats = args.repeats or (3 if quick else 5)
     galaxies = args.galaxies or (48 if quick else 128)
     started = time.perf_counter()
@@ -591,7 +593,11 @@ def main(argv=None) -> dict:
             for kind in ("ae", "vae"):
                 common.log(f"fit vs plain Keras fit: {kind} {size}x{size}")
                 config = base.override(model={"kind": kind})
-                out = fit_vs_plain(records[size], config, steps=steps, pairs=pairs, run_dir=work / f"run-{kind}-{size}")
+                # Short epochs at 64 px (about 10 s each), more of them: finer interleaving
+                # against the machine's load changes, the same total time.
+                size_steps, size_pairs = (steps, pairs) if size < 64 or args.steps else (max(2, steps // 2), pairs + 4)
+                out = fit_vs_plain(records[size], config, steps=size_steps, pairs=size_pairs,
+                                   run_dir=work / f"run-{kind}-{size}")
                 results["fit_vs_plain"][f"{kind}_{size}"] = out
                 common.log(f"  ratio {out['ratio']} ({out['ratios']})")
                 rows.append(common.row(
@@ -625,7 +631,7 @@ def main(argv=None) -> dict:
         for kind in ("ae",):
             common.log(f"where fit's time goes: {kind} {size}x{size}")
             out = loop_attribution(records[size], base.override(model={"kind": kind}), steps=steps,
-                                   repeats=repeats + 5)
+                                   repeats=repeats + (3 if quick else 5))
             results["loop_attribution"][f"{kind}_{size}"] = out
             ratios = {k: v["ratio"] for k, v in out.items() if k.endswith("_over_keras")}
             common.log(f"  {ratios}")
@@ -667,8 +673,23 @@ def main(argv=None) -> dict:
             rows.append(common.row(f"training: XLA / no XLA train step (AE, 19x{size}x{size}, batch 8)", out["ratio"],
                                    note=f"information; first call (trace/compile) {first['jit']} s with XLA vs "
                                         f"{first['nojit']} s without"))
+    mode = "quick" if quick else "full"
+    previous = common.RESULTS_DIR / "training.json"
+    if args.merge and previous.exists():
+        # Keep the sections and rows this run did not redo.
+        import json
+
+        old = json.loads(previous.read_text())
+        names = {row["name"] for row in rows}
+        for section, value in old.items():
+            if section in ("fit_vs_plain", "pipeline_vs_model", "loop_attribution", "variants", "jit"):
+                results[section] = {**value, **results.get(section, {})}
+        rows = [row for row in old.get("rows", []) if row["name"] not in names] + rows
+        order = ["fit / plain", "pipeline / model", "with augmentation", "diagnosis", "VAE / AE", "bfloat16", "jit", "XLA"]
+        rows.sort(key=lambda row: next((i for i, key in enumerate(order) if key in row["name"]), len(order)))
+        mode = f"{mode} (merged with {old.get('mode')} run of {old.get('date_utc')})"
     results["rows"] = rows
-    path = common.write_result("training", results, mode="quick" if quick else "full", started=started)
+    path = common.write_result("training", results, mode=mode, started=started)
     common.log(f"wrote {path}")
     return results
 
