@@ -103,8 +103,7 @@ def score_records(
     import tensorflow as tf
 
     from ifskeras.export import ExportError, read_model_metadata
-    from ifskeras.records import load_manifest, make_dataset, verify_records
-    from ifskeras.train import records_checksum
+    from ifskeras.records import load_manifest, make_dataset, manifest_checksum, verify_records
 
     model_dir, records_dir, out_dir = Path(model_dir), Path(records_dir), Path(out_dir)
     try:
@@ -190,7 +189,7 @@ def score_records(
     provenance = {
         "model_dir": str(model_dir.resolve()),
         "records_dir": str(records_dir.resolve()),
-        "records_manifest_sha256": records_checksum(records_dir),
+        "records_manifest_sha256": manifest_checksum(records_dir),
         "model_metadata": {k: metadata[k] for k in ("lines", "size", "scaling", "softening", "latent_dim", "model_class")},
         "splits": {name: int((split_array == name).sum()) for name in splits},
         "k": k,

@@ -92,14 +92,14 @@ def fit(
     from ifskeras.distribute import make_strategy
     from ifskeras.models import build_model
     from ifskeras.models.layers import check_architecture
-    from ifskeras.records import load_manifest, make_dataset, verify_records
+    from ifskeras.records import load_manifest, make_dataset, manifest_checksum, verify_records
 
     records_dir = Path(records_dir)
     run_dir = Path(run_dir)
     manifest = load_manifest(records_dir)
     # Every shard's sha256 against the manifest: a corrupted shard is refused, not learned.
     verify_records(records_dir, checksums=True).raise_if_failed()
-    records_sha256 = records_checksum(records_dir)
+    records_sha256 = manifest_checksum(records_dir)
     config = _resolve_config(run_dir, config, resume=resume)
     if resume:
         _check_same_records(run_dir, records_dir, records_sha256)
@@ -365,13 +365,6 @@ def _create_run_dir(run_dir: Path, config: RunConfig, *, resume: bool, overwrite
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "config.json", config.to_dict())
-
-
-def records_checksum(records_dir: str | os.PathLike) -> str:
-    """sha256 of a records directory's manifest, which itself lists every shard's sha256."""
-    from ifskeras.records.fileio import sha256_file
-
-    return sha256_file(Path(records_dir) / "manifest.json")
 
 
 def _learning_rate_schedule(train_cfg, steps_per_epoch: int):
