@@ -40,7 +40,7 @@ def _root(
 ) -> None:
     """Find unusual galaxies in integral-field surveys with ConvLSTM autoencoders."""
     uses_tensorflow = context.invoked_subcommand in _TENSORFLOW_COMMANDS or (
-        context.invoked_subcommand == "verify" and "--full" in sys.argv
+        context.invoked_subcommand == "verify" and "--quick" not in sys.argv  # full check reads via TF
     )
     if uses_tensorflow and "--help" not in sys.argv:
         from ifskeras.cli.quiet_tf import import_tensorflow_quietly
