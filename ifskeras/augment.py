@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["GalaxyAugment", "apply_dihedral", "INTERPOLATIONS"]
+__all__ = ["GalaxyAugment", "apply_dihedral", "dihedral_galaxies", "INTERPOLATIONS"]
 
 INTERPOLATIONS = ("bilinear", "nearest")
 #: A bilinearly resampled pixel stays valid only if its interpolation weights on valid
@@ -54,6 +55,38 @@ def apply_dihedral(images, index):
     return tf.where(index >= 4, tf.reverse(rotated, axis=[2]), rotated)
 
 
+def _dihedral_source_pixels(size: int) -> np.ndarray:
+    """[8, size * size] int32: for symmetry ``k``, the flat input pixel each output pixel reads.
+
+    Built by applying :func:`apply_dihedral`'s symmetries (same index convention) to
+    a grid of pixel numbers.
+    """
+    grid = np.arange(size * size, dtype=np.int32).reshape(size, size)
+    maps = []
+    for index in range(8):
+        moved = np.rot90(grid, index % 4)
+        maps.append((moved[:, ::-1] if index >= 4 else moved).ravel())
+    return np.stack(maps)
+
+
+def dihedral_galaxies(cubes, index):
+    """Apply one symmetry of the square per galaxy to [B, L, S, S, 1] cubes.
+
+    Same result as :func:`apply_dihedral` on the lines folded into channels, but as one
+    ``tf.gather`` of pixels through precomputed index maps, without the transposes
+    (1.3-1.4x faster at 19 x 64 x 64 on CPU; gather compiles under XLA). Needs a static
+    square size; falls back to :func:`apply_dihedral` otherwise.
+    """
+    size = cubes.shape[-2]
+    if size is None or cubes.shape[-3] != size:
+        return _unfold_lines(apply_dihedral(_fold_lines(cubes), index))
+    sources = tf.gather(tf.constant(_dihedral_source_pixels(size)), tf.cast(index, tf.int32))  # [B, S*S]
+    shape = tf.shape(cubes)
+    flat = tf.reshape(cubes, tf.stack([shape[0], shape[1], size * size]))
+    moved = tf.gather(flat, sources, axis=2, batch_dims=1)
+    return tf.reshape(moved, shape)
+
+
 def _fold_in(seed, data):
     """An independent seed for one random op, derived from the call's seed."""
     return tf.random.experimental.stateless_fold_in(seed, data, alg=RNG_ALGORITHM)
@@ -75,8 +108,10 @@ class GalaxyAugment(keras.layers.Layer):
 
     Called as ``augment(flux, ivar, valid, training=True, seed=None)`` on [B, L, S, S, 1]
     tensors (or one unbatched [L, S, S, 1] galaxy, e.g. in ``tf.data`` before
-    batching); returns ``(flux, ivar, valid)`` of the same shapes, float32. With
-    ``training=False`` the inputs come back unchanged. In training, fluxes and ivar
+    batching); returns ``(flux, ivar, valid)`` of the same shapes, float32. ``ivar``
+    may be None when nothing downstream reads it (then None comes back and no work is
+    spent moving it; ``ivar_noise`` needs it). With ``training=False`` the inputs come
+    back unchanged. In training, fluxes and ivar
     are first set to 0 at invalid pixels; then, in this order:
 
     1. ``dihedral``: one of the 8 symmetries of the square (quarter turns and a flip);
@@ -173,34 +208,36 @@ class GalaxyAugment(keras.layers.Layer):
         self.built = True
 
     def call(self, flux, ivar, valid, training=None, seed=None):
-        flux, ivar, valid = (tf.cast(t, tf.float32) for t in (flux, ivar, valid))
+        if ivar is None and self.ivar_noise:
+            raise ValueError("ivar_noise draws noise from the inverse variances: pass ivar, not None")
+        flux, valid = tf.cast(flux, tf.float32), tf.cast(valid, tf.float32)
+        ivar = None if ivar is None else tf.cast(ivar, tf.float32)
         if not training:
             return flux, ivar, valid
         unbatched = flux.shape.rank == 4
         if unbatched:
-            flux, ivar, valid = flux[None], ivar[None], valid[None]
+            flux, ivar, valid = (None if t is None else t[None] for t in (flux, ivar, valid))
         if seed is None:
             seed = keras.random.randint((2,), 0, _MAX_SEED, seed=self.seed_generator, dtype="int32")
         seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
         flux, ivar, valid = self._transform(flux, ivar, valid, seed)
         if unbatched:
-            flux, ivar, valid = flux[0], ivar[0], valid[0]
+            flux, ivar, valid = (None if t is None else t[0] for t in (flux, ivar, valid))
         return flux, ivar, valid
 
     def _transform(self, flux, ivar, valid, seed):
         valid = tf.cast(valid > 0, tf.float32)
         flux = tf.where(valid > 0, flux, 0.0)
-        ivar = tf.where(valid > 0, ivar, 0.0)
+        if ivar is not None:
+            ivar = tf.where(valid > 0, ivar, 0.0)
         batch = tf.shape(flux)[0]
         if self.dihedral:
             index = tf.random.stateless_uniform(
                 (batch,), seed=_fold_in(seed, 0), maxval=8, dtype=tf.int32, alg=RNG_ALGORITHM
             )
-            flux, ivar, valid = (_unfold_lines(apply_dihedral(_fold_lines(t), index)) for t in (flux, ivar, valid))
+            flux, ivar, valid = (None if t is None else dihedral_galaxies(t, index) for t in (flux, ivar, valid))
         if self.max_rotation_degrees > 0 or self.max_translation_pixels > 0:
-            flux, ivar, valid = self._resample(
-                flux, ivar, valid, _fold_in(seed, 1)
-            )
+            flux, ivar, valid = self._resample(flux, ivar, valid, _fold_in(seed, 1))
         if self.ivar_noise:
             noise = tf.random.stateless_normal(tf.shape(flux), seed=_fold_in(seed, 2), alg=RNG_ALGORITHM)
             used = (valid > 0) & (ivar > 0)
@@ -233,8 +270,10 @@ class GalaxyAugment(keras.layers.Layer):
             ],
             axis=1,
         )
-        variance = tf.where(valid > 0, tf.math.reciprocal_no_nan(ivar), 0.0)
-        images = tf.concat([_fold_lines(t) for t in (flux * valid, variance * valid, valid)], axis=-1)
+        planes = [flux * valid, valid]
+        if ivar is not None:
+            planes.append(tf.where(valid > 0, tf.math.reciprocal_no_nan(ivar), 0.0) * valid)
+        images = tf.concat([_fold_lines(t) for t in planes], axis=-1)
         moved = tf.raw_ops.ImageProjectiveTransformV3(
             images=images,
             transforms=transforms,
@@ -243,10 +282,14 @@ class GalaxyAugment(keras.layers.Layer):
             interpolation=self.interpolation.upper(),
             fill_mode="CONSTANT",
         )
-        flux_sum, variance_sum, weight = (_unfold_lines(t) for t in tf.split(moved, 3 * [num_lines], axis=-1))
+        flux_sum, weight, *variance_sum = (
+            _unfold_lines(t) for t in tf.split(moved, len(planes) * [num_lines], axis=-1)
+        )
         valid = tf.cast(weight >= VALID_WEIGHT_THRESHOLD, tf.float32)
         flux = tf.where(valid > 0, tf.math.divide_no_nan(flux_sum, weight), 0.0)
-        variance = tf.where(valid > 0, tf.math.divide_no_nan(variance_sum, weight), 0.0)
+        if ivar is None:
+            return flux, None, valid
+        variance = tf.where(valid > 0, tf.math.divide_no_nan(variance_sum[0], weight), 0.0)
         return flux, tf.math.reciprocal_no_nan(variance), valid
 
     def compute_output_shape(self, flux_shape, ivar_shape=None, valid_shape=None):

@@ -175,6 +175,10 @@ def fit(
             history = read_history(run_dir)[: int(epoch_var.numpy())]
         start_epoch = int(epoch_var.numpy())
 
+        # Inverse variances are 45% of a record's bytes: decode and augment them only
+        # when the loss or the augmentation reads them.
+        reads_ivar = model_cfg.ivar_weighting or config.augment.ivar_noise
+
         def dataset_fn(split: str, training: bool):
             # Training shards files across workers; validation is read whole by every
             # worker, so small val splits need no minimum shard count.
@@ -186,6 +190,7 @@ def fit(
                     shuffle_buffer=train_cfg.shuffle_buffer, seed=train_cfg.seed,
                     num_input_pipelines=context.num_input_pipelines if training else 1,
                     input_pipeline_id=context.input_pipeline_id if training else 0,
+                    with_ivar=reads_ivar,
                 )
             return info.strategy.distribute_datasets_from_function(make)
 
@@ -214,13 +219,13 @@ def fit(
 
         def train_step_fn(batch, step):
             seed = replica_seed(step)
-            flux, ivar, valid = augment(batch["flux"], batch["ivar"], batch["valid"], training=True, seed=seed)
+            flux, ivar, valid = augment(batch["flux"], batch.get("ivar"), batch["valid"], training=True, seed=seed)
             losses, gradients = losses_and_gradients(flux, ivar, valid, seed[::-1])
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             return {name: tf.nn.compute_average_loss(losses[name], global_batch_size=global_batch) for name in loss_names}
 
         def val_step_fn(batch):
-            losses = model.per_example_losses(batch["flux"], batch["ivar"], batch["valid"], training=False)
+            losses = model.per_example_losses(batch["flux"], batch.get("ivar"), batch["valid"], training=False)
             return {name: tf.nn.compute_average_loss(losses[name], global_batch_size=global_batch) for name in loss_names}
 
         def reduce(per_replica):

@@ -25,25 +25,29 @@ _READ_BUFFER_BYTES = 8 << 20
 _MAX_CYCLE_LENGTH = 8
 
 
-def parse_batch(serialized: tf.Tensor, shape) -> dict[str, tf.Tensor]:
+def parse_batch(serialized: tf.Tensor, shape, *, with_ivar: bool = True) -> dict[str, tf.Tensor]:
     """Parse a [B] batch of serialized examples into ``id``, ``flux``, ``ivar``, ``valid``, ``label``.
 
     ``flux``, ``ivar`` and ``valid`` are [B, L, S, S, 1] float32 (``valid`` is 0 or 1).
+    With ``with_ivar=False`` the ivar bytes are skipped and there is no ``ivar`` key.
     """
-    features = tf.io.parse_example(serialized, FEATURE_SPEC)
+    spec = FEATURE_SPEC if with_ivar else {k: v for k, v in FEATURE_SPEC.items() if k != "ivar"}
+    features = tf.io.parse_example(serialized, spec)
     target = [-1, *(int(n) for n in shape), 1]
 
     def cube(key: str, dtype) -> tf.Tensor:
         values = tf.io.decode_raw(features[key], dtype, little_endian=True)
         return tf.reshape(tf.cast(values, tf.float32), target)
 
-    return {
+    parsed = {
         "id": features["id"],
         "flux": cube("flux", tf.float32),
-        "ivar": cube("ivar", tf.float32),
         "valid": cube("valid", tf.uint8),
         "label": features["label"],
     }
+    if with_ivar:
+        parsed["ivar"] = cube("ivar", tf.float32)
+    return parsed
 
 
 def parse_example(serialized: tf.Tensor, shape) -> dict[str, tf.Tensor]:
@@ -65,6 +69,7 @@ def make_dataset(
     num_input_pipelines: int = 1,
     input_pipeline_id: int = 0,
     drop_remainder: bool | None = None,
+    with_ivar: bool = True,
 ) -> tf.data.Dataset:
     """Batched ``tf.data.Dataset`` of one split.
 
@@ -94,12 +99,16 @@ def make_dataset(
         that many non-empty shards (``ifskeras convert --min-shards``).
     drop_remainder : bool, optional
         Defaults to ``training``.
+    with_ivar : bool
+        Decode the inverse variances. False skips 45% of each record's bytes when
+        nothing reads them (training without ivar weighting or ivar noise) and leaves
+        out the ``ivar`` key.
 
     Returns
     -------
     tf.data.Dataset
-        Dicts of ``id`` [B] string, ``flux``, ``ivar``, ``valid`` [B, L, S, S, 1]
-        float32 and ``label`` [B] string.
+        Dicts of ``id`` [B] string, ``flux``, ``ivar`` (unless ``with_ivar=False``),
+        ``valid`` [B, L, S, S, 1] float32 and ``label`` [B] string.
 
     Raises
     ------
@@ -170,6 +179,6 @@ def make_dataset(
         dataset = dataset.repeat(None if repeat == -1 else repeat)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     shape = manifest.shape
-    dataset = dataset.map(lambda serialized: parse_batch(serialized, shape),
+    dataset = dataset.map(lambda serialized: parse_batch(serialized, shape, with_ivar=with_ivar),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     return dataset.prefetch(tf.data.AUTOTUNE)

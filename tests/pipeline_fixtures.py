@@ -32,11 +32,13 @@ def tiny_records(tiny_survey, tmp_path_factory):
     return out
 
 
-def _tiny_fit(records, run_dir, kind: str):
+def _tiny_fit(records, run_dir, kind: str, **sections):
     from ifskeras.config import smoke_config
     from ifskeras.train import fit
 
-    config = smoke_config(kind).override(train={"epochs": 3, "learning_rate": 1e-2, "early_stopping_patience": 0})
+    config = smoke_config(kind).override(
+        train={"epochs": 3, "learning_rate": 1e-2, "early_stopping_patience": 0}, **sections
+    )
     return fit(records, run_dir, config, progress=False)
 
 
@@ -48,8 +50,9 @@ def trained_ae(tiny_records, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_vae(tiny_records, tmp_path_factory):
-    """A 3-epoch smoke VAE run, exported."""
-    return _tiny_fit(tiny_records, tmp_path_factory.mktemp("vae") / "run", "vae")
+    """A 3-epoch smoke VAE run, exported; it reads ivar (weighting and noise), the AE does not."""
+    return _tiny_fit(tiny_records, tmp_path_factory.mktemp("vae") / "run", "vae",
+                     model={"ivar_weighting": True}, augment={"ivar_noise": True})
 
 
 @pytest.fixture(scope="session")

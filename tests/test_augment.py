@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ifskeras.augment import GalaxyAugment, apply_dihedral
+from ifskeras.augment import GalaxyAugment, apply_dihedral, dihedral_galaxies
 from ifskeras.config import AugmentConfig
 
 BATCH, LINES, SIZE = 4, 3, 8
@@ -50,6 +50,33 @@ def test_dihedral_gives_the_eight_symmetries():
     expected = {s.tobytes() for s in square_symmetries(image)}
     assert {r.tobytes() for r in results} == expected
     np.testing.assert_array_equal(results[0], image)
+
+
+@pytest.mark.parametrize("size", [SIZE, 5])
+def test_dihedral_galaxies_matches_apply_dihedral(size):
+    """The gather path equals the transpose/reverse path for every symmetry, odd sizes too."""
+    cubes = tf.constant(np.random.default_rng(0).normal(size=(8, LINES, size, size, 1)), tf.float32)
+    folded = tf.transpose(cubes[..., 0], (0, 2, 3, 1))
+    expected = tf.transpose(apply_dihedral(folded, tf.range(8)), (0, 3, 1, 2))[..., None]
+    np.testing.assert_array_equal(dihedral_galaxies(cubes, tf.range(8)), expected)
+    dynamic = tf.function(dihedral_galaxies, input_signature=[
+        tf.TensorSpec([None, LINES, None, None, 1]), tf.TensorSpec([None], tf.int32)])
+    np.testing.assert_array_equal(dynamic(cubes, tf.range(8)), expected)  # falls back without a static size
+
+
+@pytest.mark.parametrize("variant", [v for v in OP_VARIANTS if v not in ("noise", "all")])
+def test_without_ivar_flux_and_mask_are_unchanged(variant, galaxies):
+    """Passing ivar=None (nothing reads it) skips its work and changes nothing else."""
+    flux, ivar, valid = galaxies
+    augment = GalaxyAugment(**OP_VARIANTS[variant])
+    with_ivar = augment(flux, ivar, valid, training=True, seed=SEED)
+    without = augment(flux, None, valid, training=True, seed=SEED)
+    assert without[1] is None
+    np.testing.assert_array_equal(without[0], with_ivar[0])
+    np.testing.assert_array_equal(without[2], with_ivar[2])
+    assert augment(flux[0], None, valid[0], training=True, seed=SEED)[1] is None
+    with pytest.raises(ValueError, match="ivar_noise.*pass ivar"):
+        GalaxyAugment(ivar_noise=True)(flux, None, valid, training=True, seed=SEED)
 
 
 def test_dihedral_compiles_under_xla(galaxies):

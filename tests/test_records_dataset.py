@@ -125,6 +125,14 @@ def test_read_examples_returns_requested_ids_in_order(records_dir):  # noqa: F81
         read_examples(records_dir, ["0000-0000"])
 
 
+def test_without_ivar_same_flux_and_mask(records_dir):  # noqa: F811
+    full = next(iter(make_dataset(records_dir, "train", batch_size=5, training=False)))
+    lean = next(iter(make_dataset(records_dir, "train", batch_size=5, training=False, with_ivar=False)))
+    assert "ivar" in full and "ivar" not in lean
+    for key in ("id", "flux", "valid", "label"):
+        np.testing.assert_array_equal(lean[key], full[key])
+
+
 def test_inspect_summary_and_png(records_dir, tmp_path):  # noqa: F811
     text = summarize_records(records_dir)
     manifest = load_manifest(records_dir)
