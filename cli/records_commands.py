@@ -67,7 +67,7 @@ def convert(
     shard_mb: float = typer.Option(100.0, "--shard-mb", help="Target shard size in MB."),
     min_shards: int = typer.Option(1, "--min-shards", help="At least this many shards per split (>= number of training workers)."),
     compression: str = typer.Option("none", "--compression", help="none or gzip (gzip reads about 3x slower)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes reading and preprocessing MAPS files."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes; each writes whole shards when there are at least this many (see --min-shards)."),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted conversion, keeping its completed shards."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the records already in --out."),
     strict: bool = typer.Option(False, "--strict", help="Exit with code 1 if any input failed."),

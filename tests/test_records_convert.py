@@ -153,13 +153,44 @@ def test_shards_respect_size_and_minimum(survey_dir, tmp_path):  # noqa: F811
     assert set(read_examples(tmp_path / "gzip", ["8000-1901"])["id"]) == {"8000-1901"}
 
 
-def test_parallel_workers_write_identical_records(survey_dir, records_dir, tmp_path):  # noqa: F811
-    out = tmp_path / "parallel"
+@pytest.mark.parametrize("shards", ["many", "one"])
+def test_parallel_workers_write_identical_records(survey_dir, tmp_path, monkeypatch, shards):  # noqa: F811
+    """Workers writing whole shards (enough shards) or sending galaxies to this process (one shard)."""
+    options = (small_options(val_fraction=0.2, test_fraction=0.2) if shards == "many"
+               else small_options(val_fraction=0, test_fraction=0, min_shards=1, shard_mb=100))
+    reference = convert_maps([survey_dir], tmp_path / "serial", options, jobs=1)
+    in_workers = []
+    original = convert_module._shards_in_workers
+    monkeypatch.setattr(convert_module, "_shards_in_workers",
+                        lambda *args: in_workers.append(True) or original(*args))
     seen = []
-    convert_maps([survey_dir], out, small_options(val_fraction=0.2, test_fraction=0.2), jobs=2,
+    convert_maps([survey_dir], tmp_path / "parallel", options, jobs=2,
                  progress=lambda done, total, failed: seen.append((done, total, failed)))
-    assert _files(out) == _files(records_dir)
+    assert bool(in_workers) == (shards == "many")
+    assert _files(tmp_path / "parallel") == _files(tmp_path / "serial")
     assert seen[0] == (0, 12, 0) and seen[-1] == (12, 12, 0)
+    assert [done for done, _, _ in seen] == list(range(13))
+    assert reference.converted == 12
+
+
+def test_a_worker_killed_mid_run_is_a_clear_error_and_resume_finishes(survey_dir, tmp_path):  # noqa: F811
+    import multiprocessing
+    import signal
+
+    options = small_options(val_fraction=0.2, test_fraction=0.2)
+    reference = tmp_path / "serial"
+    convert_maps([survey_dir], reference, options)
+
+    def kill_a_worker(done, total, failed):
+        if done == 2:
+            os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+
+    out = tmp_path / "out"
+    with pytest.raises(ConvertError, match="worker process died.*--resume"):
+        convert_maps([survey_dir], out, options, jobs=2, progress=kill_a_worker)
+    assert not (out / "manifest.json").exists()
+    convert_maps([survey_dir], out, options, jobs=2, resume=True)
+    assert _files(out) == _files(reference)
 
 
 def test_interrupted_run_resumes_byte_identically(survey_dir, records_dir, tmp_path, monkeypatch):  # noqa: F811
@@ -203,29 +234,29 @@ def test_resume_redoes_a_damaged_completed_shard(survey_dir, records_dir, tmp_pa
 
 
 class _FillingDisk:
-    """Stands in for the TF writer: fails like a full disk after ``budget`` records."""
+    """Stands in for a shard's file: fails like a full disk once ``budget`` bytes are written."""
 
     def __init__(self, inner, state):
         self.inner, self.state = inner, state
 
-    def write(self, blob):
-        self.state["written"] += 1
+    def write(self, data):
+        self.state["written"] += len(data)
         if self.state["written"] > self.state["budget"]:
             raise OSError(errno.ENOSPC, "No space left on device")
-        self.inner.write(blob)
+        return self.inner.write(data)
 
-    def close(self):
-        self.inner.close()
+    def __getattr__(self, name):  # flush, fileno, close
+        return getattr(self.inner, name)
 
 
 def test_disk_full_leaves_no_shard_that_looks_complete(survey_dir, tmp_path, monkeypatch):  # noqa: F811
     out = tmp_path / "out"
-    state = {"written": 0, "budget": 3}
+    state = {"written": 0, "budget": 40_000}  # a first shard (2-3 records of ~11 kB), not a second
     original_init = convert_module._ShardWriter.__init__
 
     def init(self, *args, **kwargs):
         original_init(self, *args, **kwargs)
-        self._writer = _FillingDisk(self._writer, state)
+        self._stream = _FillingDisk(self._stream, state)
 
     monkeypatch.setattr(convert_module._ShardWriter, "__init__", init)
     with pytest.raises(ShardWriteError, match="disk may be full.*--resume"):

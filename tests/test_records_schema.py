@@ -37,6 +37,27 @@ def _galaxy(shape=(3, 4, 4), seed=0):
     return flux, ivar, valid
 
 
+def test_iter_tfrecord_checks_both_checksums(tmp_path):
+    from ifskeras.records.schema import RecordsError, frame_record
+
+    blob = b"galaxy bytes" * 10
+    header, footer = frame_record(blob)
+    good = header + blob + footer
+    path = tmp_path / "one.tfrecord"
+    path.write_bytes(good + good)
+    assert list(iter_tfrecord(path)) == [blob, blob]
+    for offset, message in ((len(good) + 20, "record 1: data checksum"), (2, "record 0: length checksum"),
+                            (len(good) + len(good) - 1, "record 1: data checksum")):
+        damaged = bytearray(good + good)
+        damaged[offset] ^= 0x01
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(RecordsError, match=message):
+            list(iter_tfrecord(path))
+    path.write_bytes(good + good[:-3])
+    with pytest.raises(RecordsError, match="truncated record \\(record 1\\)"):
+        list(iter_tfrecord(path))
+
+
 def test_encode_decode_round_trip_is_exact():
     flux, ivar, valid = _galaxy()
     blob = encode_example("7815-3702", flux, ivar, valid, label="AGN", ra=317.9, dec=-1.5)

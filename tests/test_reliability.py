@@ -364,13 +364,17 @@ def _complete_shards(out: Path) -> int:
         return 0
 
 
-def _kill_convert_at_random_moment(maps_dir: Path, out: Path, seed: int, n_shards: int) -> int:
-    """Start `ifskeras convert` in a subprocess; SIGKILL it after a random number of shards plus a random delay."""
+def _kill_convert_at_random_moment(maps_dir: Path, out: Path, seed: int, n_shards: int, *extra) -> int:
+    """Start `ifskeras convert` in a subprocess; SIGKILL it after a random number of shards plus a random delay.
+
+    Afterwards no process of that run may remain (its worker processes exit with it).
+    """
     rng = random.Random(seed)
     target = rng.randint(0, n_shards)  # n_shards: during (or after) the final bookkeeping
     delay = rng.uniform(0.0, 0.05)
-    command = [sys.executable, "-c", "from ifskeras.cli.app import main; main()", *_convert_args(maps_dir, out)]
-    process = subprocess.Popen(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    marker = f"{os.getpid()}-{seed}-{out.name}"
+    command = [sys.executable, "-c", "from ifskeras.cli.app import main; main()", *_convert_args(maps_dir, out), *extra]
+    process = subprocess.Popen(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "IFSKERAS_TEST_RUN": marker},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     try:
@@ -382,18 +386,38 @@ def _kill_convert_at_random_moment(maps_dir: Path, out: Path, seed: int, n_shard
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while _processes_with_marker(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _processes_with_marker(marker), "processes of the killed conversion are still running"
     return process.returncode
 
 
-def _kill_then_resume(kill_survey, tmp_path, seed):
+def _processes_with_marker(marker: str) -> list[int]:
+    """Pids whose environment holds IFSKERAS_TEST_RUN=marker (the run and everything it started)."""
+    needle = f"IFSKERAS_TEST_RUN={marker}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environment = (entry / "environ").read_bytes()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if needle in environment.split(b"\0") and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def _kill_then_resume(kill_survey, tmp_path, seed, *extra):
     maps_dir, reference = kill_survey
     n_shards = len(list(reference.glob("*.tfrecord-*")))
     out = tmp_path / f"killed-{seed}"
-    returncode = _kill_convert_at_random_moment(maps_dir, out, seed, n_shards)
+    returncode = _kill_convert_at_random_moment(maps_dir, out, seed, n_shards, *extra)
     assert returncode in (-signal.SIGKILL, 0)
     if out.exists():
         assert_nothing_half_written(out, reference)
-    resumed = run_cli(*_convert_args(maps_dir, out, "--resume"))
+    resumed = run_cli(*_convert_args(maps_dir, out, "--resume", *extra))
     assert resumed.exit_code == 0, resumed.output
     assert_same_records(out, reference)
     verify = run_cli("verify", out)
@@ -404,10 +428,17 @@ def test_convert_killed_at_a_random_moment_resumes_byte_identically(kill_survey,
     _kill_then_resume(kill_survey, tmp_path, seed=0)
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find leftover processes")
+def test_parallel_convert_killed_leaves_no_worker_and_resumes_byte_identically(kill_survey, tmp_path):
+    """With --jobs 2 the workers write whole shards: they must die with the main process."""
+    _kill_then_resume(kill_survey, tmp_path, 3, "--jobs", "2")
+
+
 @pytest.mark.long
 @pytest.mark.parametrize("seed", range(1, 7))
-def test_convert_killed_at_random_moments_resumes_byte_identically(kill_survey, tmp_path, seed):
-    _kill_then_resume(kill_survey, tmp_path, seed)
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_convert_killed_at_random_moments_resumes_byte_identically(kill_survey, tmp_path, seed, jobs):
+    _kill_then_resume(kill_survey, tmp_path, seed, "--jobs", jobs)
 
 
 # ============================================================================ 3. a really full disk
