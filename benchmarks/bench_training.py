@@ -271,33 +271,36 @@ def pipeline_vs_model(records: Path, config, *, repeats: int, batches_per_block:
     num_lines, size = int(manifest.shape[0]), int(manifest.shape[1])
     batch = config.train.batch_size
     augment = GalaxyAugment.from_augment_config(config.augment)
+    reads_ivar = config.model.ivar_weighting or config.augment.ivar_noise  # as fit decides
     dataset = make_dataset(records, "train", batch_size=batch, training=True, repeat=True, drop_remainder=True,
-                           shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed)
+                           shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed, with_ivar=reads_ivar)
     iterator = iter(dataset)
     counter = tf.Variable(0, dtype=tf.int32)
+
+    def touch(*tensors):
+        # Reduce every output so nothing is pruned from the graph.
+        return tf.add_n([tf.reduce_sum(t) for t in tensors if t is not None])
 
     @tf.function
     def pipeline_batch(iterator):
         data = next(iterator)
         counter.assign_add(1)
-        flux, ivar, valid = augment(data["flux"], data["ivar"], data["valid"], training=True,
-                                    seed=tf.stack([tf.constant(0, tf.int32), counter]))
-        # Touch every output so nothing is pruned from the graph.
-        return tf.reduce_sum(flux) + tf.reduce_sum(ivar) + tf.reduce_sum(valid)
+        return touch(*augment(data["flux"], data.get("ivar"), data["valid"], training=True,
+                              seed=tf.stack([tf.constant(0, tf.int32), counter])))
 
     plain_iterator = iter(make_dataset(records, "train", batch_size=batch, training=True, repeat=True,
                                        drop_remainder=True, shuffle_buffer=config.train.shuffle_buffer,
-                                       seed=config.train.seed))
+                                       seed=config.train.seed, with_ivar=reads_ivar))
 
     @tf.function
     def tfdata_batch(iterator):
         data = next(iterator)
-        return tf.reduce_sum(data["flux"]) + tf.reduce_sum(data["ivar"]) + tf.reduce_sum(data["valid"])
+        return touch(data["flux"], data.get("ivar"), data["valid"])
 
     model, optimizer = _build_for_step(config.model, num_lines=num_lines, size=size)
     step, step_augmented = _train_step_functions(model, augment, optimizer, batch)
-    fixed = next(iter(make_dataset(records, "train", batch_size=batch, training=False)))
-    flux, ivar, valid = fixed["flux"], fixed["ivar"], fixed["valid"]
+    fixed = next(iter(make_dataset(records, "train", batch_size=batch, training=False, with_ivar=reads_ivar)))
+    flux, ivar, valid = fixed["flux"], fixed.get("ivar"), fixed["valid"]
     seed = tf.constant([0, 1], tf.int32)
 
     def run_pipeline() -> int:

