@@ -453,34 +453,45 @@ def loop_attribution(records: Path, config, *, steps: int, repeats: int) -> dict
 
 # ----------------------------------------------------------------------------- 3. variants
 
-def step_variants(config, *, size: int, num_lines: int, repeats: int, steps_per_block: int) -> dict:
-    """Model train step alone: AE vs VAE, float32 vs mixed_bfloat16 (interleaved)."""
+def _fixed_step_inputs(config, *, num_lines: int, size: int):
+    """One fixed random batch (flux, ivar, valid, seed) and the configured augmentation."""
     import numpy as np
     import tensorflow as tf
 
     from ifskeras.augment import GalaxyAugment
 
-    batch = config.train.batch_size
     rng = np.random.default_rng(0)
-    shape = (batch, num_lines, size, size, 1)
-    flux = tf.constant(rng.lognormal(-1.0, 1.0, shape).astype("float32"))
-    ivar = tf.constant(np.full(shape, 100.0, "float32"))
-    valid = tf.constant((rng.random(shape) > 0.1).astype("float32"))
-    seed = tf.constant([0, 1], tf.int32)
-    augment = GalaxyAugment.from_augment_config(config.augment)
+    shape = (config.train.batch_size, num_lines, size, size, 1)
+    inputs = (
+        tf.constant(rng.lognormal(-1.0, 1.0, shape).astype("float32")),
+        tf.constant(np.full(shape, 100.0, "float32")),
+        tf.constant((rng.random(shape) > 0.1).astype("float32")),
+        tf.constant([0, 1], tf.int32),
+    )
+    return inputs, GalaxyAugment.from_augment_config(config.augment)
+
+
+def _repeated_step(step, inputs, steps: int, batch: int):
+    """A timing block for ``common.interleaved_rates``: ``steps`` calls, returns samples done."""
+    def run() -> int:
+        for _ in range(steps):
+            step(*inputs).numpy()
+        return steps * batch
+
+    return run
+
+
+def step_variants(config, *, size: int, num_lines: int, repeats: int, steps_per_block: int) -> dict:
+    """Model train step alone: AE vs VAE, float32 vs mixed_bfloat16 (interleaved)."""
+    batch = config.train.batch_size
+    inputs, augment = _fixed_step_inputs(config, num_lines=num_lines, size=size)
     runs = {}
     for kind in ("ae", "vae"):
         for precision in ("float32", "mixed_bfloat16"):
             model_config = config.override(model={"kind": kind}).model
             model, optimizer = _build_for_step(model_config, num_lines=num_lines, size=size, precision=precision)
             _, step = _train_step_functions(model, augment, optimizer, batch)
-
-            def run(step=step) -> int:
-                for _ in range(steps_per_block):
-                    step(flux, ivar, valid, seed).numpy()
-                return steps_per_block * batch
-
-            runs[f"{kind}_{precision}"] = run
+            runs[f"{kind}_{precision}"] = _repeated_step(step, inputs, steps_per_block, batch)
     rates = common.interleaved_rates(runs, repeats)
     return {
         "vae_over_ae_float32": common.ratio_summary(rates["vae_float32"], rates["ae_float32"]),
@@ -518,31 +529,14 @@ def fit_jit_attempt(records: Path, config, *, steps: int, pairs: int, run_dir: P
 
 def step_jit(config, *, size: int, num_lines: int, steps: int, repeats: int) -> dict:
     """The augmented train step (the body ``fit`` runs) with and without XLA, interleaved."""
-    import numpy as np
-    import tensorflow as tf
-
-    from ifskeras.augment import GalaxyAugment
-
     batch = config.train.batch_size
-    rng = np.random.default_rng(0)
-    shape = (batch, num_lines, size, size, 1)
-    flux = tf.constant(rng.lognormal(-1.0, 1.0, shape).astype("float32"))
-    ivar = tf.constant(np.full(shape, 100.0, "float32"))
-    valid = tf.constant((rng.random(shape) > 0.1).astype("float32"))
-    seed = tf.constant([0, 1], tf.int32)
-    augment = GalaxyAugment.from_augment_config(config.augment)
+    inputs, augment = _fixed_step_inputs(config, num_lines=num_lines, size=size)
     runs, first_call = {}, {}
     for name, jit_flag in (("nojit", False), ("jit", True)):
         model, optimizer = _build_for_step(config.model, num_lines=num_lines, size=size)
         _, step = _train_step_functions(model, augment, optimizer, batch, jit=jit_flag)
-        first_call[name], _ = common.timed(lambda step=step: step(flux, ivar, valid, seed).numpy())
-
-        def run(step=step) -> int:
-            for _ in range(steps):
-                step(flux, ivar, valid, seed).numpy()
-            return steps * batch
-
-        runs[name] = run
+        first_call[name], _ = common.timed(lambda step=step: step(*inputs).numpy())
+        runs[name] = _repeated_step(step, inputs, steps, batch)
     rates = common.interleaved_rates(runs, repeats, warmup=False)
     return {
         **common.ratio_summary(rates["jit"], rates["nojit"]),

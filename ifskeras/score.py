@@ -132,7 +132,8 @@ def score_records(
     started = time.perf_counter()
     with progress_bar(progress, "scoring", total) as advance:
         for split in splits:
-            dataset = make_dataset(records_dir, split, batch_size=batch_size, training=False)
+            # The score endpoint reads flux and valid only: skip decoding ivar (45% of a record).
+            dataset = make_dataset(records_dir, split, batch_size=batch_size, training=False, with_ivar=False)
             for batch in dataset:
                 out = loaded.score(batch["flux"], batch["valid"])
                 n = int(batch["flux"].shape[0])
