@@ -599,6 +599,7 @@ def _shards_in_workers(out: Path, todo: list[_Shard], options: ConvertOptions, j
         while not progress_queue.empty():
             on_galaxy(progress_queue.get())
 
+    first_error = None
     try:
         with _main_module_hidden():  # the first submits start the workers
             pending = {executor.submit(_shard_task, str(out), shard)
@@ -607,8 +608,21 @@ def _shards_in_workers(out: Path, todo: list[_Shard], options: ConvertOptions, j
             done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
             drain()
             for future in done:
-                yield _worker_result(future)  # a worker's ShardWriteError is raised here
+                if future.cancelled():
+                    continue
+                try:
+                    entry = _worker_result(future)
+                except Exception as error:  # e.g. a worker's ShardWriteError (disk full)
+                    # Start no more shards, but journal those still being written, so
+                    # that --resume keeps them.
+                    first_error = first_error or error
+                    for waiting in pending:
+                        waiting.cancel()
+                    continue
+                yield entry
         drain()
+        if first_error is not None:
+            raise first_error
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         progress_queue.close()

@@ -473,11 +473,11 @@ def _pages(directory: Path) -> int:
     return sum(-(-path.stat().st_size // PAGE) for path in directory.iterdir())
 
 
-def _fill_disk_then_resume(survey: Path, reference: Path, out: Path, resize, size: int, options) -> bool:
+def _fill_disk_then_resume(survey: Path, reference: Path, out: Path, resize, size: int, options, jobs=1) -> bool:
     """Convert onto a disk of ``size`` bytes; if it fills, check the damage, enlarge, resume. True if it filled."""
     resize(size)
     try:
-        convert_maps([survey], out, options)
+        convert_maps([survey], out, options, jobs=jobs)
     except ShardWriteError as error:
         message = str(error)
         assert "No space left on device" in message and "disk may be full" in message, message
@@ -489,28 +489,31 @@ def _fill_disk_then_resume(survey: Path, reference: Path, out: Path, resize, siz
     assert not [p.name for p in out.iterdir() if p.name.endswith(".incomplete") or ".tmp-" in p.name]
     assert_nothing_half_written(out, reference)
     resize(64 * PAGE * 16)
-    convert_maps([survey], out, options, resume=True)
+    convert_maps([survey], out, options, resume=True, jobs=jobs)
     assert_same_records(out, reference)
     return True
 
 
-def test_full_disk_is_a_clear_error_and_resume_finishes(survey_dir, records_dir, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_full_disk_is_a_clear_error_and_resume_finishes(survey_dir, records_dir, tmp_path, jobs):  # noqa: F811
+    """jobs=2: the workers write the shards, and their error reaches the user the same way."""
     options = small_options(val_fraction=0.2, test_fraction=0.2)  # as records_dir
     half = _pages(records_dir) // 2 * PAGE
     with tmpfs(tmp_path / "disk", half) as resize:
         out = tmp_path / "disk" / "records"
-        assert _fill_disk_then_resume(survey_dir, records_dir, out, resize, half, options)
+        assert _fill_disk_then_resume(survey_dir, records_dir, out, resize, half, options, jobs)
         assert verify_records(out, full=True).ok
         # The command says the same, in one line and without a traceback.
         shutil.rmtree(out)
         resize(half)
         result = run_cli("convert", survey_dir, "--out", out, "--size", 8, "--shard-mb", 0.03, "--min-shards", 2,
-                         "--val-fraction", 0.2, "--test-fraction", 0.2, "--quiet")
+                         "--val-fraction", 0.2, "--test-fraction", 0.2, "--quiet", "--jobs", jobs)
         assert result.exit_code == 1 and "No space left on device" in result.output and "--resume" in result.output
 
 
 @pytest.mark.long
-def test_disk_full_at_every_point_of_a_conversion(survey_dir, records_dir, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_disk_full_at_every_point_of_a_conversion(survey_dir, records_dir, tmp_path, jobs):  # noqa: F811
     """Every disk size from 1 page to enough: shards, journal, index, failures and manifest each fill it once."""
     options = small_options(val_fraction=0.2, test_fraction=0.2)
     enough = (_pages(records_dir) + 4) * PAGE
@@ -520,7 +523,7 @@ def test_disk_full_at_every_point_of_a_conversion(survey_dir, records_dir, tmp_p
         for size in range(PAGE, enough + 1, PAGE):
             if out.exists():
                 shutil.rmtree(out)
-            filled.append(_fill_disk_then_resume(survey_dir, records_dir, out, resize, size, options))
+            filled.append(_fill_disk_then_resume(survey_dir, records_dir, out, resize, size, options, jobs))
     # Small disks fill, large ones do not, and nothing in between behaves otherwise.
     assert filled[0] and not filled[-1] and filled == sorted(filled, reverse=True), filled
 
