@@ -51,8 +51,9 @@ def stage(name: str, work: Path, n: int, tag: str) -> dict:
     model = work / "model"
     scores = work / f"scores-{tag}"
     out: dict = {"stage": name}
-    if name in ("convert", "export", "score"):
-        # TensorFlow's import (seconds) is timed apart from the stage itself.
+    if name in ("export", "score"):
+        # TensorFlow's import (seconds) is timed apart from the stage itself (a conversion
+        # does not load TensorFlow at all).
         import_seconds, _ = common.timed(lambda: __import__("tensorflow"))
         out["tensorflow_import_seconds"] = round(import_seconds, 2)
     started = time.perf_counter()
