@@ -28,7 +28,7 @@ def _version_callback(value: bool) -> None:
 
 
 #: Commands that run TensorFlow; the others start without paying for its import.
-_TENSORFLOW_COMMANDS = {"fit", "export", "score", "evaluate", "report", "demo", "neighbors", "convert"}
+_TENSORFLOW_COMMANDS = {"fit", "export", "score", "evaluate", "report", "demo", "neighbors"}
 
 
 @app.callback()

@@ -81,7 +81,6 @@ def convert(
 
     Example: ifskeras convert data/maps/ --out records/ --size 64 --jobs 4
     """
-    _quiet_tensorflow_logs()
     from ifskeras.records.convert import ConvertOptions, convert_maps
 
     with _clean_errors(": rerun the same command with --resume to finish"):

@@ -107,3 +107,20 @@ def test_killed_conversion_resumes_byte_identically(tmp_path):
     for name in [*shards, "index.csv", "failures.csv"]:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     assert load_manifest(out)["splits"] == load_manifest(reference)["splits"]
+
+
+def test_convert_never_loads_tensorflow(survey_dir, tmp_path):  # noqa: F811
+    """A conversion (parallel too) starts in a fraction of a second: no TensorFlow anywhere."""
+    script = (
+        "import sys\n"
+        "from ifskeras.cli.app import app\n"
+        "from typer.testing import CliRunner\n"
+        f"result = CliRunner().invoke(app, ['convert', {str(survey_dir)!r}, '--out', {str(tmp_path / 'out')!r},"
+        " '--size', '8', '--jobs', '2', '--min-shards', '2', '--quiet'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip() == "False"
+    assert load_manifest(tmp_path / "out").examples() == 12
