@@ -175,8 +175,8 @@ def fit(
             history = read_history(run_dir)[: int(epoch_var.numpy())]
         start_epoch = int(epoch_var.numpy())
 
-        # Inverse variances are 45% of a record's bytes: decode and augment them only
-        # when the loss or the augmentation reads them.
+        # Inverse variances are 45% of a record's bytes: parse, decode and augment them
+        # only when the loss or the augmentation reads them.
         reads_ivar = model_cfg.ivar_weighting or config.augment.ivar_noise
 
         def dataset_fn(split: str, training: bool):

@@ -100,9 +100,9 @@ def make_dataset(
     drop_remainder : bool, optional
         Defaults to ``training``.
     with_ivar : bool
-        Decode the inverse variances. False skips 45% of each record's bytes when
-        nothing reads them (training without ivar weighting or ivar noise) and leaves
-        out the ``ivar`` key.
+        Decode the inverse variances. False skips parsing and decoding 45% of each
+        record's bytes when nothing reads them (training without ivar weighting or
+        ivar noise, scoring) and leaves out the ``ivar`` key.
 
     Returns
     -------
