@@ -41,7 +41,7 @@ def fit(
     precision: Optional[Precision] = typer.Option(
         None, "--precision", "--mixed-precision",
         help="mixed_bfloat16 or mixed_float16 on GPUs: float16/bfloat16 compute, float32 weights and loss."),
-    jit: bool = typer.Option(False, "--jit", help="XLA-compile the forward and backward pass (compiles 40-70 s; slower at 32x32 on CPU: measure first)."),
+    jit: bool = typer.Option(False, "--jit", help="XLA-compile the forward and backward pass (compiles 30-70 s; on CPU faster only at 16x16, slower at 64x64: measure first)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
