@@ -29,8 +29,12 @@ import os
 import platform
 import shutil
 import tempfile
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "records.json"
 TARGETS = {"convert_over_read": 1.3, "jobs2_speedup": 1.7, "reader_speedup": 20.0}
@@ -47,11 +51,6 @@ def _best(repeats: int, run) -> float:
         run()
         times.append(time.perf_counter() - started)
     return min(times)
-
-
-def _row(name: str, value: float, target: str | None = None, met: bool | None = None, note: str = "") -> dict:
-    """One line of the README table (the format of ``common.row``)."""
-    return {"name": name, "value": value, "unit": "x", "target": target, "met": met, "note": note}
 
 
 def _make_survey(directory: Path, n: int) -> list[Path]:
@@ -255,22 +254,25 @@ def main(argv=None) -> dict:
         reader_note = (f"{results['reader']['training_samples_per_s']:.0f} vs "
                        f"{results['research_script_each_epoch']['samples_per_s']:.0f} samples/s")
         results["rows"] = [
-            _row("records: convert --jobs 1 / reading the 3 HDUs with astropy (time)", results["convert_over_read"],
-                 f"<= {TARGETS['convert_over_read']}", met["convert_over_read"],
-                 f"{results['convert_jobs1']['galaxies_per_s']:.0f} vs "
-                 f"{results['read_three_hdus']['galaxies_per_s']:.0f} galaxies/s"),
-            _row("records: convert --jobs 2 speed-up over --jobs 1", results["jobs2_speedup"],
-                 f">= {TARGETS['jobs2_speedup']}", met["jobs2_speedup"],
-                 f"{results['convert_jobs2']['galaxies_per_s']:.0f} vs "
-                 f"{results['convert_jobs1']['galaxies_per_s']:.0f} galaxies/s, {n} galaxies"),
-            _row("records: augmented training batches / research script reading the MAPS files each epoch",
-                 results["reader_speedup"], f">= {TARGETS['reader_speedup']}", met["reader_speedup"], reader_note),
-            _row("records: all features, no augmentation / research script", results["reader_speedup_all_features"],
-                 note=f"information; {results['reader']['samples_per_s']:.0f} samples/s"),
-            _row("records: augmented training batches / ifskeras read_maps + grid each epoch",
-                 results["reader_speedup_over_read_maps"],
-                 note=f"information, a stricter baseline; read_maps "
-                      f"{results['read_maps_each_epoch']['samples_per_s']:.0f} samples/s"),
+            common.row("records: convert --jobs 1 / reading the 3 HDUs with astropy (time)",
+                       results["convert_over_read"], target=f"<= {TARGETS['convert_over_read']}",
+                       met=met["convert_over_read"],
+                       note=f"{results['convert_jobs1']['galaxies_per_s']:.0f} vs "
+                            f"{results['read_three_hdus']['galaxies_per_s']:.0f} galaxies/s"),
+            common.row("records: convert --jobs 2 speed-up over --jobs 1", results["jobs2_speedup"],
+                       target=f">= {TARGETS['jobs2_speedup']}", met=met["jobs2_speedup"],
+                       note=f"{results['convert_jobs2']['galaxies_per_s']:.0f} vs "
+                            f"{results['convert_jobs1']['galaxies_per_s']:.0f} galaxies/s, {n} galaxies"),
+            common.row("records: augmented training batches / research script reading the MAPS files each epoch",
+                       results["reader_speedup"], target=f">= {TARGETS['reader_speedup']}",
+                       met=met["reader_speedup"], note=reader_note),
+            common.row("records: all features, no augmentation / research script",
+                       results["reader_speedup_all_features"],
+                       note=f"information; {results['reader']['samples_per_s']:.0f} samples/s"),
+            common.row("records: augmented training batches / ifskeras read_maps + grid each epoch",
+                       results["reader_speedup_over_read_maps"],
+                       note=f"information, a stricter baseline; read_maps "
+                            f"{results['read_maps_each_epoch']['samples_per_s']:.0f} samples/s"),
         ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
