@@ -42,6 +42,9 @@ def fit(
         None, "--precision", "--mixed-precision",
         help="mixed_bfloat16 or mixed_float16 on GPUs: float16/bfloat16 compute, float32 weights and loss."),
     jit: bool = typer.Option(False, "--jit", help="XLA-compile the forward and backward pass (compiles 30-70 s; on CPU faster only at 16x16, slower at 64x64: measure first)."),
+    cache: Optional[bool] = typer.Option(
+        None, "--cache/--no-cache",
+        help="Keep the records in memory after the first epoch (default: when they fit in a quarter of the available memory)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -64,6 +67,7 @@ def fit(
                 "strategy": strategy.value if strategy else None,
                 "precision": precision.value if precision else None,
                 "jit_compile": jit or None,
+                "cache": cache,
             },
         )
         result = fit_run(records, out, run_config, resume=resume, overwrite=overwrite, progress=not quiet)
@@ -71,6 +75,8 @@ def fit(
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(1) from None
     last = result.history[-1] if result.history else {}
+    typer.echo(f"records {'kept in memory after the first epoch' if result.records_cached else 'read from disk every epoch'}"
+               f" ({result.cache_reason})")
     typer.echo(
         f"trained {result.epochs_completed} epochs (best epoch {result.best_epoch}, "
         f"best loss {result.best_val_loss:.5f}{', stopped early' if result.stopped_early else ''}); "

@@ -107,6 +107,9 @@ class TrainConfig:
     jit_compile: bool = False
     shuffle_buffer: int = 512
     steps_per_epoch: int | None = None
+    # Keep the serialized records in memory after their first pass: None decides from
+    # their size and the available memory (ifskeras.train.decide_cache).
+    cache: bool | None = None
     # Bit-identical CPU runs for a seed; GPU users may trade this for speed.
     deterministic: bool = True
 
@@ -120,6 +123,8 @@ class TrainConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         if self.steps_per_epoch is not None:
             _check_positive("steps_per_epoch", self.steps_per_epoch)
+        if not (self.cache is None or isinstance(self.cache, bool)):
+            raise ConfigError(f"cache must be true, false or null (decide from memory). Received: {self.cache!r}")
 
 
 @dataclass(frozen=True)

@@ -29,13 +29,16 @@ from ifskeras import __version__
 from ifskeras.config import RunConfig
 from ifskeras.progress import progress_bar
 
-__all__ = ["FitResult", "TrainingError", "TrainingDivergedError", "fit", "read_history"]
+__all__ = ["FitResult", "TrainingError", "TrainingDivergedError", "fit", "read_history", "decide_cache",
+           "CACHE_MEMORY_FRACTION"]
 
 HISTORY_FIELDS = (
     "epoch", "loss", "reconstruction_loss", "kl_loss", "val_loss", "val_reconstruction_loss",
     "val_kl_loss", "learning_rate", "beta", "seconds", "samples_per_second",
 )
 _STATE_FILE = "train_state.json"
+#: Share of the memory available at the start that ``cache=None`` lets the records fill.
+CACHE_MEMORY_FRACTION = 0.25
 
 
 class TrainingError(RuntimeError):
@@ -56,6 +59,9 @@ class FitResult:
     stopped_early: bool = False
     model_path: Path | None = None
     export_path: Path | None = None
+    #: Whether the records were kept in memory after the first pass, and why.
+    records_cached: bool = False
+    cache_reason: str = ""
 
 
 def fit(
@@ -87,6 +93,11 @@ def fit(
         be the ones the run started with.
     overwrite : bool
         Delete an existing run directory first.
+
+    The serialized records are kept in memory after their first pass when
+    ``config.train.cache`` is True or, when it is None, when they fit in a quarter of
+    the available memory (:func:`decide_cache`); ``FitResult.records_cached`` and
+    provenance.json record the decision and its reason.
     """
     from ifskeras.augment import GalaxyAugment
     from ifskeras.distribute import make_strategy
@@ -125,6 +136,11 @@ def fit(
         raise TrainingError(f"{records_dir} holds {size}x{size} maps that this model cannot take: {error}") from None
     steps_per_epoch = train_cfg.steps_per_epoch or n_train // global_batch
     val_steps = math.ceil(n_val / global_batch) if n_val else 0
+    cache, cache_reason = decide_cache(
+        manifest, train_cfg.cache, num_workers=info.num_workers,
+        examples_read=train_cfg.epochs * steps_per_epoch * global_batch,
+        available_bytes=_available_memory_bytes(),
+    )
     # Only now, with every check passed, does the run directory change.
     _create_run_dir(run_dir, config, resume=resume, overwrite=overwrite, is_chief=info.is_chief)
 
@@ -137,6 +153,8 @@ def fit(
             "strategy": info.kind,
             "num_replicas": info.num_replicas,
             "num_workers": info.num_workers,
+            "records_cached": cache,
+            "cache_reason": cache_reason,
             "versions": package_versions(),
         })
 
@@ -190,7 +208,7 @@ def fit(
                     shuffle_buffer=train_cfg.shuffle_buffer, seed=train_cfg.seed,
                     num_input_pipelines=context.num_input_pipelines if training else 1,
                     input_pipeline_id=context.input_pipeline_id if training else 0,
-                    with_ivar=reads_ivar,
+                    with_ivar=reads_ivar, cache=cache,
                 )
             return info.strategy.distribute_datasets_from_function(make)
 
@@ -299,7 +317,8 @@ def fit(
                 stopped_early = True
                 break
 
-        result = FitResult(run_dir, int(epoch_var.numpy()), state["best_epoch"], state["best_val_loss"], history, stopped_early)
+        result = FitResult(run_dir, int(epoch_var.numpy()), state["best_epoch"], state["best_val_loss"], history,
+                           stopped_early, records_cached=cache, cache_reason=cache_reason)
         if info.is_chief:
             if (run_dir / "best.weights.h5").exists():
                 model.load_weights(str(run_dir / "best.weights.h5"))
@@ -314,6 +333,49 @@ def fit(
         return result
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def decide_cache(manifest, requested: bool | None, *, num_workers: int, examples_read: int,
+                 available_bytes: int | None) -> tuple[bool, str]:
+    """Whether ``fit`` keeps the serialized records in memory after their first pass, and why.
+
+    ``requested`` True or False decides. None (the default) caches when the records
+    are read at least twice and the bytes one worker holds (its share of the train
+    shards, plus the whole val split, which every worker reads) fit in
+    :data:`CACHE_MEMORY_FRACTION` of ``available_bytes``. Caching changes what later
+    epochs cost (no file reads, no record checksums), not what they contain: the
+    examples are still shuffled every epoch, in a buffer of ``shuffle_buffer``
+    records; only the order of the shard files stays the one of the first pass.
+    """
+    if requested is not None:
+        return bool(requested), "--cache" if requested else "--no-cache"
+    n_train = manifest.examples("train")
+    if examples_read < 2 * n_train:
+        return False, "the train split is read fewer than twice"
+    train_bytes = sum(info.bytes for info in manifest.shards("train")) / max(1, num_workers)
+    held = int(train_bytes + sum(info.bytes for info in manifest.shards("val")))
+    if available_bytes is None:
+        return False, "the available memory is unknown"
+    budget = int(CACHE_MEMORY_FRACTION * available_bytes)
+    if held > budget:
+        return False, (f"{held / 1e6:.0f} MB of records exceed {CACHE_MEMORY_FRACTION:.0%} of the "
+                       f"{available_bytes / 1e9:.1f} GB available")
+    return True, (f"{held / 1e6:.0f} MB of records fit in {CACHE_MEMORY_FRACTION:.0%} of the "
+                  f"{available_bytes / 1e9:.1f} GB available")
+
+
+def _available_memory_bytes() -> int | None:
+    """MemAvailable on Linux (free plus reclaimable cache), else free physical pages; None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def read_history(run_dir: str | os.PathLike) -> list[dict]:

@@ -32,12 +32,12 @@ def tiny_records(tiny_survey, tmp_path_factory):
     return out
 
 
-def _tiny_fit(records, run_dir, kind: str, **sections):
+def _tiny_fit(records, run_dir, kind: str, train=(), **sections):
     from ifskeras.config import smoke_config
     from ifskeras.train import fit
 
     config = smoke_config(kind).override(
-        train={"epochs": 3, "learning_rate": 1e-2, "early_stopping_patience": 0}, **sections
+        train={"epochs": 3, "learning_rate": 1e-2, "early_stopping_patience": 0, **dict(train)}, **sections
     )
     return fit(records, run_dir, config, progress=False)
 
@@ -50,9 +50,13 @@ def trained_ae(tiny_records, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_vae(tiny_records, tmp_path_factory):
-    """A 3-epoch smoke VAE run, exported; it reads ivar (weighting and noise), the AE does not."""
+    """A 3-epoch smoke VAE run, exported; it reads ivar (weighting and noise), the AE does not.
+
+    It reads the records from disk every epoch, while the AE (cache decided from memory)
+    keeps its small records in memory: both input paths train in ``make test``.
+    """
     return _tiny_fit(tiny_records, tmp_path_factory.mktemp("vae") / "run", "vae",
-                     model={"ivar_weighting": True}, augment={"ivar_noise": True})
+                     model={"ivar_weighting": True}, augment={"ivar_noise": True}, train={"cache": False})
 
 
 @pytest.fixture(scope="session")

@@ -58,6 +58,48 @@ def test_vae_trains_and_logs_kl(trained_vae):
     assert result.history[0]["beta"] <= result.history[-1]["beta"]
 
 
+def test_small_records_are_cached_unless_told_not_to(trained_ae, trained_vae):
+    """The AE's tiny records fit in memory (cache decided), the VAE was told --no-cache."""
+    for result, cached in ((trained_ae, True), (trained_vae, False)):
+        provenance = json.loads((result.run_dir / "provenance.json").read_text())
+        assert (result.records_cached, provenance["records_cached"]) == (cached, cached)
+        assert provenance["cache_reason"] == result.cache_reason
+    assert "fit in 25% of the" in trained_ae.cache_reason and trained_vae.cache_reason == "--no-cache"
+
+
+def test_decide_cache(tiny_records):
+    from ifskeras.records import load_manifest
+    from ifskeras.train import decide_cache
+
+    manifest = load_manifest(tiny_records)
+    n_train = manifest.examples("train")
+    train_bytes = sum(info.bytes for info in manifest.shards("train"))
+    val_bytes = sum(info.bytes for info in manifest.shards("val"))
+    held = train_bytes + val_bytes
+    twice = 2 * n_train
+
+    def decide(requested=None, *, workers=1, read=twice, available=4 * held):
+        return decide_cache(manifest, requested, num_workers=workers, examples_read=read, available_bytes=available)
+
+    assert decide() == (True, f"{held / 1e6:.0f} MB of records fit in 25% of the {4 * held / 1e9:.1f} GB available")
+    assert decide(available=4 * held - 4)[0] is False  # one byte over the budget
+    assert decide(available=None) == (False, "the available memory is unknown")
+    assert decide(read=twice - 1) == (False, "the train split is read fewer than twice")
+    # Two workers each hold half the train shards but the whole val split.
+    assert decide(workers=2, available=4 * (train_bytes // 2 + val_bytes + 1))[0] is True
+    assert decide(workers=1, available=4 * (train_bytes // 2 + val_bytes + 1))[0] is False
+    assert decide(True, read=1, available=None) == (True, "--cache")
+    assert decide(False) == (False, "--no-cache")
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0.5])
+def test_cache_config_must_be_a_bool_or_null(value):
+    from ifskeras.config import ConfigError
+
+    with pytest.raises(ConfigError, match="cache must be true, false or null"):
+        _smoke(cache=value)
+
+
 @pytest.mark.long
 def test_same_seed_same_weights(tiny_records, tmp_path):
     config = _smoke(epochs=1, seed=7)
