@@ -29,8 +29,10 @@ from ifskeras import __version__
 from ifskeras.config import RunConfig
 from ifskeras.progress import progress_bar
 
-__all__ = ["FitResult", "TrainingError", "TrainingDivergedError", "fit", "read_history", "decide_cache",
-           "CACHE_MEMORY_FRACTION"]
+__all__ = [
+    "FitResult", "TrainingError", "TrainingDivergedError", "fit", "read_history",
+    "decide_cache", "available_memory_bytes", "CACHE_MEMORY_FRACTION",
+]
 
 HISTORY_FIELDS = (
     "epoch", "loss", "reconstruction_loss", "kl_loss", "val_loss", "val_reconstruction_loss",
@@ -139,7 +141,7 @@ def fit(
     cache, cache_reason = decide_cache(
         manifest, train_cfg.cache, num_workers=info.num_workers,
         examples_read=train_cfg.epochs * steps_per_epoch * global_batch,
-        available_bytes=_available_memory_bytes(),
+        available_bytes=available_memory_bytes(),
     )
     # Only now, with every check passed, does the run directory change.
     _create_run_dir(run_dir, config, resume=resume, overwrite=overwrite, is_chief=info.is_chief)
@@ -364,7 +366,7 @@ def decide_cache(manifest, requested: bool | None, *, num_workers: int, examples
                   f"{available_bytes / 1e9:.1f} GB available")
 
 
-def _available_memory_bytes() -> int | None:
+def available_memory_bytes() -> int | None:
     """MemAvailable on Linux (free plus reclaimable cache), else free physical pages; None if unknown."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
