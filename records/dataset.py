@@ -6,7 +6,6 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from ifskeras.records.malloc import retain_freed_memory
 from ifskeras.records.naming import SPLITS
 from ifskeras.records.schema import EmptySplitError, RecordsError, load_manifest
 
@@ -111,10 +110,6 @@ def make_dataset(
         Dicts of ``id`` [B] string, ``flux``, ``ivar`` (unless ``with_ivar=False``),
         ``valid`` [B, L, S, S, 1] float32 and ``label`` [B] string.
 
-    On Linux with glibc, the first call also keeps freed buffers in the process
-    (:func:`ifskeras.records.malloc.retain_freed_memory`; ``IFSKERAS_MALLOC_TUNING=0``
-    turns this off).
-
     Raises
     ------
     MissingShardError
@@ -142,7 +137,6 @@ def make_dataset(
     if repeat is not None and not (repeat == -1 or repeat >= 1):
         raise ValueError(f"repeat must be None, a bool, -1 (forever) or >= 1. Received: {repeat!r}")
     manifest = load_manifest(records_dir)
-    retain_freed_memory()
     shards = [(path, info) for path, info in zip(manifest.shard_paths(split), manifest.shards(split))
               if info.examples > 0]
     if not shards:

@@ -1,10 +1,6 @@
 """The tf.data reader, its parse ops (directly and inside Dataset.map), read_examples and inspect."""
 
-import os
-import platform
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -160,54 +156,6 @@ def test_without_ivar_same_flux_and_mask(records_dir):  # noqa: F811
     assert "ivar" in full and "ivar" not in lean
     for key in ("id", "flux", "valid", "label"):
         np.testing.assert_array_equal(lean[key], full[key])
-
-
-_MMAPPED_AFTER_TUNING = """
-import ctypes, sys
-from ifskeras.records.malloc import retain_freed_memory
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
-libc.malloc.restype = ctypes.c_void_p
-libc.malloc.argtypes = [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
-
-def mmapped(nbytes):
-    before = libc.mallinfo2().hblks
-    block = libc.malloc(nbytes)
-    after = libc.mallinfo2().hblks
-    libc.free(block)
-    return after - before
-
-# Freeing this 16 MB block raises glibc's dynamic threshold to 16 MB; 24 MB is above it.
-print(mmapped(16 << 20), retain_freed_memory(), retain_freed_memory(), mmapped(24 << 20))
-"""
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-@pytest.mark.parametrize("opt_out, expected", [(None, "1 True True 0"), ("0", "1 False False 1")])
-def test_malloc_keeps_large_blocks_in_its_heaps(opt_out, expected):
-    """After retain_freed_memory, a 24 MB block comes from malloc's heap, not a fresh mmap."""
-    env = dict(os.environ)
-    env.pop("IFSKERAS_MALLOC_TUNING", None)
-    if opt_out is not None:
-        env["IFSKERAS_MALLOC_TUNING"] = opt_out
-    out = subprocess.run([sys.executable, "-c", _MMAPPED_AFTER_TUNING], env=env, capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    assert out.split() == expected.split()
-
-
-def test_make_dataset_tunes_malloc(records_dir, monkeypatch):  # noqa: F811
-    import ifskeras.records.dataset as dataset_module
-
-    calls = []
-    monkeypatch.setattr(dataset_module, "retain_freed_memory", lambda: calls.append(1))
-    make_dataset(records_dir, "train", batch_size=2, training=False)
-    assert calls == [1]
 
 
 def test_inspect_summary_and_png(records_dir, tmp_path):  # noqa: F811
