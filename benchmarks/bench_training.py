@@ -549,6 +549,11 @@ def step_jit(config, *, size: int, num_lines: int, steps: int, repeats: int) -> 
 
 # ----------------------------------------------------------------------------- main
 
+#: --skip option -> the results section it leaves out.
+_SECTIONS = {"fit": "fit_vs_plain", "pipeline": "pipeline_vs_model", "attribution": "loop_attribution",
+             "variants": "variants", "jit": "jit"}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="size 32 only, short runs (minutes)")
@@ -561,7 +566,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--jit-sizes", type=int, nargs="+", help="default 16 32 64; quick 16")
     parser.add_argument("--merge", action="store_true",
                         help="update only the sections run here in an existing results/training.json")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["fit", "pipeline", "attribution", "variants", "jit"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=list(_SECTIONS))
     args = parser.parse_args(argv)
     quick = args.quick
     sizes = args.sizes or ([32] if quick else [64, 32])
@@ -679,12 +684,21 @@ def main(argv=None) -> dict:
         old = json.loads(previous.read_text())
         names = {row["name"] for row in rows}
         for section, value in old.items():
-            if section in ("fit_vs_plain", "pipeline_vs_model", "loop_attribution", "variants", "jit"):
+            if section in _SECTIONS.values():
                 results[section] = {**value, **results.get(section, {})}
         rows = [row for row in old.get("rows", []) if row["name"] not in names] + rows
         order = ["fit / plain", "pipeline / model", "with augmentation", "diagnosis", "VAE / AE", "bfloat16", "jit", "XLA"]
         rows.sort(key=lambda row: next((i for i, key in enumerate(order) if key in row["name"]), len(order)))
-        mode = f"{mode} (merged with {old.get('mode')} run of {old.get('date_utc')})"
+        # Each section kept from an earlier run keeps the date of the run that measured it.
+        kept = dict(old.get("section_dates", {}))
+        for option, section in _SECTIONS.items():
+            if option not in args.skip:
+                kept.pop(section, None)
+            elif section in old:
+                kept.setdefault(section, old.get("date_utc"))
+        results["section_dates"] = kept
+        if kept:
+            mode += "; " + ", ".join(f"{section} from {date}" for section, date in sorted(kept.items()))
     results["rows"] = rows
     path = common.write_result("training", results, mode=mode, started=started)
     common.log(f"wrote {path}")

@@ -34,26 +34,6 @@ BENCHMARKS = {
 README = common.BENCH_DIR / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
-#: records.json (owned by bench_records.py) has targets but no rows: how to show them.
-_RECORDS_ROWS = {
-    "convert_over_read": ("records: convert --jobs 1 / reading the 3 HDUs with astropy (time)", "<="),
-    "jobs2_speedup": ("records: convert --jobs 2 speed-up over --jobs 1", ">="),
-    "reader_speedup": ("records: tf.data reader / astropy read + grid each epoch (samples/s)", ">="),
-}
-
-
-def _records_rows(data: dict) -> list[dict]:
-    if "rows" in data:
-        return data["rows"]
-    rows = []
-    targets = data.get("targets", {})
-    met = data.get("meets_targets", {})
-    for key, target in targets.items():
-        name, direction = _RECORDS_ROWS.get(key, (f"records: {key}", ">="))
-        rows.append(common.row(name, data.get(key), target=f"{direction} {target}", met=met.get(key)))
-    return rows
-
-
 def _format_value(row: dict) -> str:
     value = row.get("value")
     if value is None:
@@ -90,8 +70,7 @@ def render_table() -> str:
         "|---|---|---|---|---|",
     ]
     for name, data in results.items():
-        rows = _records_rows(data) if name == "records" else data.get("rows", [])
-        for row in rows:
+        for row in data.get("rows", []):
             note = (row.get("note") or "").replace("|", "/")
             lines.append(f"| {row['name']} | {_format_value(row)} | {row.get('target') or ''} | {_status(row)} | {note} |")
     lines += ["", "| Results file | Mode | Date (UTC) | Duration | Load average (at the end; records: before, after) |",
