@@ -342,9 +342,10 @@ def decide_cache(manifest, requested: bool | None, *, num_workers: int, examples
     """Whether ``fit`` keeps the serialized records in memory after their first pass, and why.
 
     ``requested`` True or False decides. None (the default) caches when the records
-    are read at least twice and the bytes one worker holds (its share of the train
-    shards, plus the whole val split, which every worker reads) fit in
-    :data:`CACHE_MEMORY_FRACTION` of ``available_bytes``. Caching changes what later
+    are read more than once (so a first pass completes and later reads come from
+    memory) and the bytes one worker holds (its share of the train shards, plus the
+    whole val split, which every worker reads) fit in :data:`CACHE_MEMORY_FRACTION`
+    of ``available_bytes``. Caching changes what later
     epochs cost (no file reads, no record checksums), not what they contain: the
     examples are still shuffled every epoch, in a buffer of ``shuffle_buffer``
     records; only the order of the shard files stays the one of the first pass.
@@ -352,8 +353,8 @@ def decide_cache(manifest, requested: bool | None, *, num_workers: int, examples
     if requested is not None:
         return bool(requested), "--cache" if requested else "--no-cache"
     n_train = manifest.examples("train")
-    if examples_read < 2 * n_train:
-        return False, "the train split is read fewer than twice"
+    if examples_read <= n_train:
+        return False, "the train split is read at most once"
     train_bytes = sum(info.bytes for info in manifest.shards("train")) / max(1, num_workers)
     held = int(train_bytes + sum(info.bytes for info in manifest.shards("val")))
     if available_bytes is None:

@@ -76,15 +76,14 @@ def test_decide_cache(tiny_records):
     train_bytes = sum(info.bytes for info in manifest.shards("train"))
     val_bytes = sum(info.bytes for info in manifest.shards("val"))
     held = train_bytes + val_bytes
-    twice = 2 * n_train
 
-    def decide(requested=None, *, workers=1, read=twice, available=4 * held):
+    def decide(requested=None, *, workers=1, read=n_train + 1, available=4 * held):
         return decide_cache(manifest, requested, num_workers=workers, examples_read=read, available_bytes=available)
 
     assert decide() == (True, f"{held / 1e6:.0f} MB of records fit in 25% of the {4 * held / 1e9:.1f} GB available")
     assert decide(available=4 * held - 4)[0] is False  # one byte over the budget
     assert decide(available=None) == (False, "the available memory is unknown")
-    assert decide(read=twice - 1) == (False, "the train split is read fewer than twice")
+    assert decide(read=n_train) == (False, "the train split is read at most once")
     # Two workers each hold half the train shards but the whole val split.
     assert decide(workers=2, available=4 * (train_bytes // 2 + val_bytes + 1))[0] is True
     assert decide(workers=1, available=4 * (train_bytes // 2 + val_bytes + 1))[0] is False
