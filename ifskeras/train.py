@@ -345,10 +345,10 @@ def decide_cache(manifest, requested: bool | None, *, num_workers: int, examples
     are read more than once (so a first pass completes and later reads come from
     memory) and the bytes one worker holds (its share of the train shards, plus the
     whole val split, which every worker reads) fit in :data:`CACHE_MEMORY_FRACTION`
-    of ``available_bytes``. Caching changes what later
-    epochs cost (no file reads, no record checksums), not what they contain: the
-    examples are still shuffled every epoch, in a buffer of ``shuffle_buffer``
-    records; only the order of the shard files stays the one of the first pass.
+    of ``available_bytes``. Caching changes what later epochs cost (no file reads, no
+    record checksums), not what they contain: the examples are still shuffled every
+    epoch, in a buffer of ``shuffle_buffer`` records; only the order of the shard
+    files stays the one of the first pass.
     """
     if requested is not None:
         return bool(requested), "--cache" if requested else "--no-cache"
