@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -115,8 +114,6 @@ def _measure_reader(records: Path, paths: list[Path], *, size: int, batch_size: 
     ``fit_view_uncached`` (the same, read from disk every pass) and ``all_features``
     (flux, ivar and valid from disk, no augmentation).
     """
-    import resource
-
     import tensorflow as tf
 
     from ifskeras.augment import GalaxyAugment
@@ -181,18 +178,14 @@ def _measure_reader(records: Path, paths: list[Path], *, size: int, batch_size: 
         "cache_reason": cache_reason,
         "batches_per_window": batches,
         "per_repeat": per_repeat,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(common.peak_rss_mb()),
     }
 
 
 def _ratios(per_repeat: list[dict], numerator: str, denominator: str) -> dict:
-    ratios = [row[numerator] / row[denominator] for row in per_repeat]
-    return {"median": round(statistics.median(ratios), 1), "min": round(min(ratios), 1),
-            "max": round(max(ratios), 1)}
-
-
-def _median(per_repeat: list[dict], key: str) -> float:
-    return round(statistics.median(row[key] for row in per_repeat), 1)
+    """common.ratio_summary of two series of the per-repeat rows."""
+    return common.ratio_summary([row[numerator] for row in per_repeat], [row[denominator] for row in per_repeat],
+                                digits=1)
 
 
 @contextlib.contextmanager
@@ -297,7 +290,8 @@ def main(argv=None) -> dict:
                          "same read from disk every pass; all_features: flux, ivar, valid from disk, no "
                          "augmentation; research_script: astropy fits.open(.fits.gz), 19 channels by name, mask, "
                          "ifskeras.preprocess.to_grid, per galaxy; read_maps: ifskeras.maps.read_maps + to_grid"),
-                "median_samples_per_s": {key: _median(per_repeat, key) for key in per_repeat[0]},
+                "median_samples_per_s": {key: round(common.median([row[key] for row in per_repeat]), 1)
+                                         for key in per_repeat[0]},
                 **reader,
             },
             "reader_speedup": _ratios(per_repeat, "fit_view", "research_script"),
@@ -310,13 +304,13 @@ def main(argv=None) -> dict:
         met = {
             "convert_over_read": results["convert_over_read"] <= TARGETS["convert_over_read"],
             "jobs2_speedup": results["jobs2_speedup"] >= TARGETS["jobs2_speedup"],
-            "reader_speedup": results["reader_speedup"]["median"] >= TARGETS["reader_speedup"],
+            "reader_speedup": results["reader_speedup"]["ratio"] >= TARGETS["reader_speedup"],
         }
         results["meets_targets"] = met
         medians = results["reader"]["median_samples_per_s"]
 
         def spread(key: str) -> str:
-            return f"range {results[key]['min']}-{results[key]['max']} over {args.repeats} repeats"
+            return f"range {results[key]['ratio_min']}-{results[key]['ratio_max']} over {args.repeats} repeats"
 
         cached = "records cached in memory after the first pass" if reader["cache"] else "records read from disk"
         results["rows"] = [
@@ -331,19 +325,19 @@ def main(argv=None) -> dict:
                             f"{results['convert_jobs1']['galaxies_per_s']:.0f} galaxies/s, {n} galaxies"),
             common.row("records: augmented training batches as fit makes them / research script reading the MAPS "
                        "files each epoch",
-                       results["reader_speedup"]["median"], target=f">= {TARGETS['reader_speedup']}",
+                       results["reader_speedup"]["ratio"], target=f">= {TARGETS['reader_speedup']}",
                        met=met["reader_speedup"],
                        note=f"{medians['fit_view']:.0f} vs {medians['research_script']:.0f} samples/s; {cached} "
                             f"(fit's default: {reader['cache_reason']}); {spread('reader_speedup')}"),
             common.row("records: the same, read from disk every epoch (--no-cache) / research script",
-                       results["reader_speedup_uncached"]["median"],
+                       results["reader_speedup_uncached"]["ratio"],
                        note=f"information; {medians['fit_view_uncached']:.0f} samples/s; "
                             f"{spread('reader_speedup_uncached')}"),
             common.row("records: all features from disk, no augmentation / research script",
-                       results["reader_speedup_all_features"]["median"],
+                       results["reader_speedup_all_features"]["ratio"],
                        note=f"information; {medians['all_features']:.0f} samples/s"),
             common.row("records: augmented training batches as fit makes them / ifskeras read_maps + grid each epoch",
-                       results["reader_speedup_over_read_maps"]["median"],
+                       results["reader_speedup_over_read_maps"]["ratio"],
                        note=f"information, a stricter baseline; read_maps {medians['read_maps']:.0f} samples/s"),
         ]
     finally:
