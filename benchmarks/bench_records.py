@@ -1,6 +1,6 @@
 """Speed of the records layer against plain astropy, written to benchmarks/results/records.json.
 
-Measures, on a synthetic survey (``ifskeras.synth.make_survey``, gzipped DR15-like files):
+Measures, on a synthetic survey (``ifskeras.survey.synth.make_survey``, gzipped DR15-like files):
 
 1. ``ifskeras convert --jobs 1`` against only reading the same three HDUs
    (EMLINE_GFLUX, _IVAR, _MASK) with astropy: target convert <= 1.3 x read time;
@@ -13,7 +13,7 @@ Measures, on a synthetic survey (``ifskeras.synth.make_survey``, gzipped DR15-li
    Like ``fit``, each view is one long-lived iterator; windows of batches alternate
    with research-script epochs, and each ratio is the median over repeats of the
    ratio within a repeat. Also: the same view read from disk every epoch (no cache),
-   all features without augmentation, ``ifskeras.maps.read_maps`` (which decompresses
+   all features without augmentation, ``ifskeras.survey.maps.read_maps`` (which decompresses
    in memory, about 2x faster than astropy's streamed gzip) as a stricter baseline;
 4. worker start-up of each multiprocessing start method, with TensorFlow loaded.
 
@@ -57,7 +57,7 @@ def _best(repeats: int, run) -> float:
 
 
 def _make_survey(directory: Path, n: int) -> list[Path]:
-    from ifskeras.synth import make_survey
+    from ifskeras.survey.synth import make_survey
 
     return sorted(make_survey(directory, n, seed=7).paths)
 
@@ -76,9 +76,9 @@ def _research_script_epoch(paths, size: int) -> None:
     import numpy as np
     from astropy.io import fits
 
-    from ifskeras.lines import DEFAULT_LINES
-    from ifskeras.maps import DAP_MASK_BITS, channel_names
-    from ifskeras.preprocess import to_grid
+    from ifskeras.survey.lines import DEFAULT_LINES
+    from ifskeras.survey.maps import DAP_MASK_BITS, channel_names
+    from ifskeras.survey.preprocess import to_grid
 
     reject = (1 << DAP_MASK_BITS["NOCOV"]) | (1 << DAP_MASK_BITS["DONOTUSE"])
     for path in paths:
@@ -93,8 +93,8 @@ def _research_script_epoch(paths, size: int) -> None:
 
 
 def _load_from_maps(paths, size: int) -> None:
-    from ifskeras.maps import read_maps
-    from ifskeras.preprocess import to_grid
+    from ifskeras.survey.maps import read_maps
+    from ifskeras.survey.preprocess import to_grid
 
     for path in paths:
         maps = read_maps(path)
@@ -116,10 +116,10 @@ def _measure_reader(records: Path, paths: list[Path], *, size: int, batch_size: 
     """
     import tensorflow as tf
 
-    from ifskeras.augment import GalaxyAugment
-    from ifskeras.config import TrainConfig
+    from ifskeras.learning.augment import GalaxyAugment
+    from ifskeras.learning.config import TrainConfig
     from ifskeras.records import load_manifest, make_dataset
-    from ifskeras.train import available_memory_bytes, decide_cache
+    from ifskeras.learning.train import available_memory_bytes, decide_cache
 
     manifest = load_manifest(records)
     n = manifest.examples("train")
@@ -269,7 +269,7 @@ def main(argv=None) -> dict:
                         "tensorflow": tf.__version__, "platform": platform.platform(),
                         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                         "note": "load average above ~1 means other processes shared the CPUs"},
-            "survey": {"galaxies": n, "files": "ifskeras.synth gzipped DR15 MAPS",
+            "survey": {"galaxies": n, "files": "ifskeras.survey.synth gzipped DR15 MAPS",
                        "mean_file_bytes": int(sum(p.stat().st_size for p in paths) / n)},
             "size": args.size,
             "batch_size": args.batch_size,
@@ -289,7 +289,7 @@ def main(argv=None) -> dict:
                          "decision, no ivar) + GalaxyAugment (dihedral) in a tf.function; fit_view_uncached: the "
                          "same read from disk every pass; all_features: flux, ivar, valid from disk, no "
                          "augmentation; research_script: astropy fits.open(.fits.gz), 19 channels by name, mask, "
-                         "ifskeras.preprocess.to_grid, per galaxy; read_maps: ifskeras.maps.read_maps + to_grid"),
+                         "ifskeras.survey.preprocess.to_grid, per galaxy; read_maps: ifskeras.survey.maps.read_maps + to_grid"),
                 "median_samples_per_s": {key: round(common.median([row[key] for row in per_repeat]), 1)
                                          for key in per_repeat[0]},
                 **reader,

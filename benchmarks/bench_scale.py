@@ -3,13 +3,13 @@
 Written to ``benchmarks/results/scale.json``. Each stage runs in its own fresh
 process, so its peak memory is its own:
 
-1. ``synth``: ``ifskeras.synth.make_survey`` (DR15-like gzipped MAPS files, serial);
+1. ``synth``: ``ifskeras.survey.synth.make_survey`` (DR15-like gzipped MAPS files, serial);
 2. ``convert``: ``ifskeras.records.convert_maps`` at 32 x 32, 19 lines, ``jobs=2``,
    default 80/10/10 split;
 3. ``export``: the default AE architecture (filters 16, 32; latent 32) at 32 x 32,
    **untrained** (random initial weights: scoring does the same work whatever the
-   weights), written with ``ifskeras.export.export_model``;
-4. ``score``: ``ifskeras.score.score_records`` (SavedModel ``score`` endpoint in
+   weights), written with ``ifskeras.learning.export.export_model``;
+4. ``score``: ``ifskeras.discovery.score.score_records`` (SavedModel ``score`` endpoint in
    batches of 64, k-NN latent score, seeded UMAP, CSV + FITS), every split.
 
 Per stage: wall time inside the stage (TensorFlow's import excluded and reported
@@ -58,7 +58,7 @@ def stage(name: str, work: Path, n: int, tag: str) -> dict:
         out["tensorflow_import_seconds"] = round(import_seconds, 2)
     started = time.perf_counter()
     if name == "synth":
-        from ifskeras.synth import make_survey
+        from ifskeras.survey.synth import make_survey
 
         shutil.rmtree(maps, ignore_errors=True)
         summary = make_survey(maps, n, seed=2024)
@@ -80,9 +80,9 @@ def stage(name: str, work: Path, n: int, tag: str) -> dict:
     elif name == "export":
         import tensorflow as tf
 
-        from ifskeras.config import ModelConfig
-        from ifskeras.export import export_model
-        from ifskeras.models import build_model
+        from ifskeras.learning.config import ModelConfig
+        from ifskeras.learning.export import export_model
+        from ifskeras.learning.models import build_model
         from ifskeras.records import load_manifest
 
         manifest = load_manifest(records)
@@ -93,7 +93,7 @@ def stage(name: str, work: Path, n: int, tag: str) -> dict:
         out["parameters"] = int(built.count_params())
         out["galaxies"] = 0
     elif name == "score":
-        from ifskeras.score import score_records
+        from ifskeras.discovery.score import score_records
 
         shutil.rmtree(scores, ignore_errors=True)
         result = score_records(model, records, scores, batch_size=64, umap=True, seed=0, progress=False)

@@ -38,9 +38,9 @@ def savedmodel_vs_keras(kind: str, *, size: int, num_lines: int, batch: int, bat
     import numpy as np
     import tensorflow as tf
 
-    from ifskeras.config import ModelConfig
-    from ifskeras.export import export_model
-    from ifskeras.models import build_model
+    from ifskeras.learning.config import ModelConfig
+    from ifskeras.learning.export import export_model
+    from ifskeras.learning.models import build_model
 
     model = build_model(ModelConfig(kind=kind), num_lines=num_lines, size=size)
     model(tf.zeros([1, num_lines, size, size, 1]), training=False)
@@ -95,7 +95,7 @@ def _mixture(n: int, dim: int, seed: int = 0):
 
 def _umap_function():
     try:
-        from ifskeras.score import _umap  # what score_records runs
+        from ifskeras.discovery.score import _umap  # what score_records runs
 
         return lambda z: _umap(z, seed=0)
     except ImportError:  # pragma: no cover - fall back to the same settings
@@ -107,7 +107,7 @@ def _umap_function():
 def latent_tools(sizes, *, dim: int, umap_repeats: int, knn_repeats: int) -> dict:
     import numpy as np
 
-    from ifskeras.baselines import knn_latent_scores
+    from ifskeras.discovery.baselines import knn_latent_scores
 
     umap_fn = _umap_function()
     warm_seconds, _ = common.timed(lambda: umap_fn(_mixture(300, dim, seed=1)))

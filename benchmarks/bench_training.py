@@ -3,7 +3,7 @@
 Written to ``benchmarks/results/training.json``. All results are ratios of two
 things timed alternately in one process (see ``common.py``):
 
-1. ``fit_vs_plain`` (target >= 0.95): ``ifskeras.train.fit`` (records -> tf.data ->
+1. ``fit_vs_plain`` (target >= 0.95): ``ifskeras.learning.train.fit`` (records -> tf.data ->
    on-device augmentation -> custom tf.distribute loop) against the same model
    (``build_model``, same loss maths via ``per_example_losses``) trained with plain
    Keras ``model.fit`` on in-memory numpy arrays, no augmentation, ``jit_compile=False``.
@@ -49,7 +49,7 @@ TARGET_PIPELINE_RATIO = 10.0
 def prepare_records(work: Path, galaxies: int, sizes) -> dict[int, Path]:
     """A synthetic survey converted at each size (train split only); reused when present."""
     from ifskeras.records import ConvertOptions, convert_maps, load_manifest
-    from ifskeras.synth import make_survey
+    from ifskeras.survey.synth import make_survey
 
     maps = work / f"maps-{galaxies}"
     if not (maps / "catalog.csv").exists():
@@ -141,7 +141,7 @@ def plain_runner(config, *, num_lines, size, arrays, steps, total_epochs, jit=Fa
     """A callable running one plain ``model.fit`` epoch and returning its samples/s."""
     import keras
 
-    from ifskeras.models import build_model
+    from ifskeras.learning.models import build_model
 
     batch = config.train.batch_size
     model = make_plain_model(build_model(config.model, num_lines=num_lines, size=size))
@@ -160,12 +160,12 @@ def plain_runner(config, *, num_lines, size, arrays, steps, total_epochs, jit=Fa
 # ----------------------------------------------------------------------------- 1. fit vs plain fit
 
 def fit_vs_plain(records: Path, config, *, steps: int, pairs: int, run_dir: Path, reference_config=None) -> dict:
-    """``ifskeras.train.fit`` samples/s over plain ``model.fit`` samples/s, interleaved by epoch."""
+    """``ifskeras.learning.train.fit`` samples/s over plain ``model.fit`` samples/s, interleaved by epoch."""
     import keras
     import tensorflow as tf
 
     from ifskeras.records import load_manifest
-    from ifskeras.train import fit
+    from ifskeras.learning.train import fit
 
     manifest = load_manifest(records)
     num_lines, size = int(manifest.shape[0]), int(manifest.shape[1])
@@ -208,7 +208,7 @@ def fit_vs_plain(records: Path, config, *, steps: int, pairs: int, run_dir: Path
 # ----------------------------------------------------------------------------- 2. pipeline vs model step
 
 def _train_step_functions(model, augment, optimizer, batch_size, *, jit=False):
-    """The train step of ``ifskeras.train`` without the strategy: with and without augmentation.
+    """The train step of ``ifskeras.learning.train`` without the strategy: with and without augmentation.
 
     With ``jit``, as ``fit(jit_compile=True)`` does, only the forward and backward pass
     (losses and gradients) is XLA-compiled; augmentation and the optimizer update are not.
@@ -246,7 +246,7 @@ def _build_for_step(model_config, *, num_lines, size, precision="float32"):
     import keras
     import tensorflow as tf
 
-    from ifskeras.models import build_model
+    from ifskeras.learning.models import build_model
 
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(precision)
@@ -264,7 +264,7 @@ def pipeline_vs_model(records: Path, config, *, repeats: int, batches_per_block:
     """Input pipeline alone (records -> augmented batches) against the model step alone."""
     import tensorflow as tf
 
-    from ifskeras.augment import GalaxyAugment
+    from ifskeras.learning.augment import GalaxyAugment
     from ifskeras.records import load_manifest, make_dataset
 
     manifest = load_manifest(records)
@@ -353,7 +353,7 @@ def pipeline_vs_model(records: Path, config, *, repeats: int, batches_per_block:
 # ----------------------------------------------------------------------------- 2b. where fit's time goes
 
 def loop_attribution(records: Path, config, *, steps: int, repeats: int) -> dict:
-    """Diagnosis of ``fit_vs_plain``: the loop of ``ifskeras.train`` rebuilt step by step, fed
+    """Diagnosis of ``fit_vs_plain``: the loop of ``ifskeras.learning.train`` rebuilt step by step, fed
     three ways, against the plain Keras ``train_function``; interleaved blocks of ``steps`` steps.
 
     - ``keras``: ``model.train_function`` of the plain wrapper over in-memory batches;
@@ -366,8 +366,8 @@ def loop_attribution(records: Path, config, *, steps: int, repeats: int) -> dict
     import keras
     import tensorflow as tf
 
-    from ifskeras.augment import GalaxyAugment
-    from ifskeras.models import build_model
+    from ifskeras.learning.augment import GalaxyAugment
+    from ifskeras.learning.models import build_model
     from ifskeras.records import load_manifest, make_dataset
 
     manifest = load_manifest(records)
@@ -458,7 +458,7 @@ def _fixed_step_inputs(config, *, num_lines: int, size: int):
     import numpy as np
     import tensorflow as tf
 
-    from ifskeras.augment import GalaxyAugment
+    from ifskeras.learning.augment import GalaxyAugment
 
     rng = np.random.default_rng(0)
     shape = (config.train.batch_size, num_lines, size, size, 1)
@@ -578,7 +578,7 @@ def main(argv=None) -> dict:
     galaxies = args.galaxies or (48 if quick else 128)
     started = time.perf_counter()
 
-    from ifskeras.config import RunConfig
+    from ifskeras.learning.config import RunConfig
 
     work = common.WORK_DIR / "training"
     work.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ def _error(message: str) -> None:
 @contextmanager
 def _clean_errors(hint_on_interrupt: str = ""):
     """Turn library errors into messages and exit codes, never tracebacks."""
-    from ifskeras.maps import MapsReadError
+    from ifskeras.survey.maps import MapsReadError
     from ifskeras.records.schema import RecordsError
 
     try:

@@ -30,7 +30,7 @@ def score(
     Example: ifskeras score runs/vae1/model records/ --out scores/vae1
     """
     from ifskeras.records import RecordsError
-    from ifskeras.score import ScoringError, score_records
+    from ifskeras.discovery.score import ScoringError, score_records
 
     try:
         result = score_records(
@@ -54,7 +54,7 @@ def neighbors(
 
     Example: ifskeras neighbors scores/vae1 8143-3701 -k 5 --png neighbours.png
     """
-    from ifskeras.score import ScoringError, nearest_neighbors
+    from ifskeras.discovery.score import ScoringError, nearest_neighbors
 
     try:
         rows = nearest_neighbors(scores_dir, galaxy_id, k=k)
@@ -64,7 +64,7 @@ def neighbors(
     for rank, (neighbour, label, distance) in enumerate(rows, start=1):
         typer.echo(f"{rank:>4}  {neighbour:<14} {label or '-':<12} {distance:>10.4f}")
     if png is not None:
-        from ifskeras.discovery import render_neighbours_png
+        from ifskeras.discovery.pipeline import render_neighbours_png
 
         typer.echo(f"montage: {render_neighbours_png(scores_dir, galaxy_id, rows, png)}")
 
@@ -82,7 +82,7 @@ def _print_table(rows: list[list[str]]) -> None:
 
 def print_evaluation(bundle) -> None:
     """The evaluation table exactly as the report shows it (same formatting function)."""
-    from ifskeras.report import format_evaluation_table
+    from ifskeras.discovery.report import format_evaluation_table
 
     evaluation = bundle.evaluation
     negatives = ", ".join(evaluation.negative) if evaluation.negative else "all other galaxies"
@@ -109,8 +109,8 @@ def evaluate(
 
     Example: ifskeras evaluate scores/vae1 --positive Seyfert,blueberry --negative SF
     """
-    from ifskeras.discovery import evaluate_run
-    from ifskeras.score import ScoringError
+    from ifskeras.discovery.pipeline import evaluate_run
+    from ifskeras.discovery.score import ScoringError
 
     try:
         bundle = evaluate_run(
@@ -135,8 +135,8 @@ def report(
 
     Example: ifskeras report scores/vae1 --out report/vae1
     """
-    from ifskeras.discovery import evaluate_run, report_run
-    from ifskeras.score import ScoringError, load_scores
+    from ifskeras.discovery.pipeline import evaluate_run, report_run
+    from ifskeras.discovery.score import ScoringError, load_scores
 
     try:
         table, _, _ = load_scores(scores_dir)
@@ -166,7 +166,7 @@ def demo(
     Example: ifskeras demo --out demo-out --n 600 --model ae --epochs 12
     """
     from ifskeras.demo import DemoSettings, run_demo
-    from ifskeras.score import ScoringError
+    from ifskeras.discovery.score import ScoringError
 
     if model not in ("ae", "vae"):
         _fail(ValueError(f"--model must be ae or vae. Received: {model!r}"))
@@ -177,7 +177,7 @@ def demo(
         _fail(error)
     typer.echo("")
     print_evaluation(result.bundle)
-    from ifskeras.report import format_class_recall_table
+    from ifskeras.discovery.report import format_class_recall_table
 
     typer.echo("")
     typer.echo("recall of each class among the most anomalous 1% and 5% of galaxies:")

@@ -31,7 +31,7 @@ def synth(
 
     Example: ifskeras synth survey/ --n 200 --seed 1
     """
-    from ifskeras.synth import DEFAULT_CLASS_FRACTIONS, SurveyExistsError, make_survey, parse_class_fractions
+    from ifskeras.survey.synth import DEFAULT_CLASS_FRACTIONS, SurveyExistsError, make_survey, parse_class_fractions
 
     dap = dap.lower()
     if dap not in ("dr15", "dr17"):

@@ -53,9 +53,9 @@ def fit(
 
     Example: ifskeras fit records/ --model vae --out runs/vae1 --epochs 30 --batch-size 32
     """
-    from ifskeras.config import load_config
+    from ifskeras.learning.config import load_config
     from ifskeras.records import RecordsError
-    from ifskeras.train import TrainingError, fit as fit_run
+    from ifskeras.learning.train import TrainingError, fit as fit_run
 
     try:
         # On --resume the run's own config.json is the base: only options given here change it.
@@ -95,7 +95,7 @@ def export(
 
     Example: ifskeras export runs/vae1 --out models/vae1
     """
-    from ifskeras.export import ExportError, export_run
+    from ifskeras.learning.export import ExportError, export_run
 
     try:
         path = export_run(run_dir, out)

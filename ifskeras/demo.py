@@ -48,7 +48,7 @@ class DemoResult:
 def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, fresh: bool = False,
              say: Callable[[str], None] = print, progress: bool = True) -> DemoResult:
     """Run every stage of the method on a synthetic survey; returns where things went."""
-    from ifskeras.config import RunConfig
+    from ifskeras.learning.config import RunConfig
 
     out_dir = Path(out_dir)
     if fresh and out_dir.exists():
@@ -76,7 +76,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, fr
         say(f"[{name}] done in {result.stage_seconds[name]:.0f} s")
 
     def synth() -> None:
-        from ifskeras.synth import make_survey
+        from ifskeras.survey.synth import make_survey
 
         summary = make_survey(survey, settings.n, seed=settings.seed, progress=progress, overwrite=True)
         say("  classes: " + ", ".join(f"{name} {count}" for name, count in summary.counts.items()))
@@ -86,7 +86,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, fr
 
         if records.exists():
             shutil.rmtree(records)
-        from ifskeras.progress import counting_progress
+        from ifskeras.common.progress import counting_progress
 
         options = ConvertOptions(size=settings.size, labels=str(survey / "catalog.csv"))
         with counting_progress(progress, "converting") as callback:
@@ -94,7 +94,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, fr
         say(f"  {converted.converted} galaxies: {converted.examples}; {len(converted.failures)} failures")
 
     def fit() -> None:
-        from ifskeras.train import fit as fit_run
+        from ifskeras.learning.train import fit as fit_run
 
         config = RunConfig().override(
             model={"kind": settings.model, "latent_dim": settings.latent_dim, "filters": settings.filters},
@@ -107,7 +107,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, fr
             f"val loss {fitted.best_val_loss:.4f}, {last['samples_per_second']:.0f} samples/s")
 
     def score() -> None:
-        from ifskeras.score import score_records
+        from ifskeras.discovery.score import score_records
 
         scored = score_records(run / "model", records, scores, seed=settings.seed, progress=progress)
         say(f"  {scored.n_galaxies} galaxies at {scored.samples_per_second:.0f} galaxies/s")
@@ -117,8 +117,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, fr
     stage("run", (run / "model" / "saved_model.pb").exists(), fit)
     stage("scores", (scores / "scores.csv").exists(), score)
 
-    from ifskeras.discovery import evaluate_run, report_run
-    from ifskeras.score import load_scores
+    from ifskeras.discovery.pipeline import evaluate_run, report_run
+    from ifskeras.discovery.score import load_scores
 
     def evaluate_and_report() -> None:
         result.bundle = evaluate_run(scores, positive=("Seyfert", "blueberry"), negative=("SF",), seed=settings.seed)

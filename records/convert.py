@@ -50,8 +50,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ifskeras import __version__
-from ifskeras.lines import DEFAULT_LINES, LineSelectionError, select_lines, wavelength_of
-from ifskeras.maps import (
+from ifskeras.survey.lines import DEFAULT_LINES, LineSelectionError, select_lines, wavelength_of
+from ifskeras.survey.maps import (
     DAP_MASK_BITS,
     DEFAULT_REJECT_BITS,
     MAX_ABS_FLUX,
@@ -59,8 +59,8 @@ from ifskeras.maps import (
     NotFitsError,
     read_maps,
 )
-from ifskeras.preprocess import DEFAULT_MIN_COVERAGE, MODES, PreprocessError, to_grid
-from ifskeras.records.fileio import (
+from ifskeras.survey.preprocess import DEFAULT_MIN_COVERAGE, MODES, PreprocessError, to_grid
+from ifskeras.common.files import (
     atomic_write_bytes,
     atomic_write_csv,
     atomic_write_json,
@@ -132,11 +132,11 @@ class ConvertOptions:
     size : int
         Grid side S.
     mode : {'fit', 'pad'}
-        See :mod:`ifskeras.preprocess`.
+        See :mod:`ifskeras.survey.preprocess`.
     lines : sequence of str
         DAP channel names, stored in wavelength order.
     quantity, reject_bits :
-        Passed to :func:`ifskeras.maps.read_maps`.
+        Passed to :func:`ifskeras.survey.maps.read_maps`.
     min_coverage : float
         ``fit`` mode: valid output pixels need this fraction of valid input area.
     val_fraction, test_fraction : float
@@ -330,8 +330,8 @@ def _load_labels(path: str, column: str) -> dict[str, str]:
 def peek_plateifu(path: str | os.PathLike) -> str:
     """The plate-IFU of a MAPS file from its primary header, reading only that header.
 
-    Follows :func:`ifskeras.maps.read_maps`: the ``PLATEIFU`` card, else the file name.
-    Raises :class:`ifskeras.maps.NotFitsError` when the header cannot be read.
+    Follows :func:`ifskeras.survey.maps.read_maps`: the ``PLATEIFU`` card, else the file name.
+    Raises :class:`ifskeras.survey.maps.NotFitsError` when the header cannot be read.
     """
     path = Path(path)
     try:
@@ -379,7 +379,7 @@ def _card_value(text: str) -> str:
 
 
 def _plateifu_from_name(path: Path) -> str:
-    """As :func:`ifskeras.maps.read_maps` names a file without a PLATEIFU card."""
+    """As :func:`ifskeras.survey.maps.read_maps` names a file without a PLATEIFU card."""
     parts = path.name.split("-")
     if len(parts) >= 3 and parts[0] == "manga":
         return f"{parts[1]}-{parts[2]}"
@@ -1019,7 +1019,7 @@ def _finish(out: Path, plan: _Plan, options: ConvertOptions, entries: dict[str, 
             "reject_bits": list(options.reject_bits),
             "max_abs_flux": MAX_ABS_FLUX,
             "min_coverage": options.min_coverage if options.mode == "fit" else None,
-            "module": "ifskeras.preprocess",
+            "module": "ifskeras.survey.preprocess",
         },
         "compression": options.compression,
         "split_rule": {

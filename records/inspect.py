@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ifskeras.lines import pretty_line_name
+from ifskeras.survey.lines import pretty_line_name
 from ifskeras.records.naming import SPLITS
 from ifskeras.records.reader import read_examples
 from ifskeras.records.schema import load_manifest

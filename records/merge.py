@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ifskeras import __version__
-from ifskeras.records.fileio import atomic_write_csv, atomic_write_json, fsync_dir, fsync_path, sha256_file
+from ifskeras.common.files import atomic_write_csv, atomic_write_json, fsync_dir, fsync_path, sha256_file
 from ifskeras.records.naming import SPLITS, TEMP_SUFFIX, shard_filename
 from ifskeras.records.schema import (
     FAILURES_NAME,

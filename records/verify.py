@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ifskeras.records.fileio import sha256_file
+from ifskeras.common.files import sha256_file
 from ifskeras.records.naming import SPLITS, TEMP_SUFFIX, parse_shard_filename
 from ifskeras.records.schema import (
     INDEX_NAME,

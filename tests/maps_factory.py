@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from ifskeras.lines import DR15_LINES
+from ifskeras.survey.lines import DR15_LINES
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_FILES = sorted(REAL_DATA.glob("manga-*-MAPS-*.fits.gz")) if REAL_DATA.is_dir() else []

@@ -11,7 +11,7 @@ TINY_N = 32
 @pytest.fixture(scope="session")
 def tiny_survey(tmp_path_factory):
     """A synthetic survey of 32 MAPS files with its catalogue (SF-rich, a few of every class)."""
-    from ifskeras.synth import make_survey
+    from ifskeras.survey.synth import make_survey
 
     out = tmp_path_factory.mktemp("survey")
     fractions = {"SF": 0.4, "composite": 0.1, "Seyfert": 0.15, "LINER": 0.1, "retired": 0.1, "blueberry": 0.15}
@@ -33,8 +33,8 @@ def tiny_records(tiny_survey, tmp_path_factory):
 
 
 def _tiny_fit(records, run_dir, kind: str, train=(), **sections):
-    from ifskeras.config import smoke_config
-    from ifskeras.train import fit
+    from ifskeras.learning.config import smoke_config
+    from ifskeras.learning.train import fit
 
     config = smoke_config(kind).override(
         train={"epochs": 3, "learning_rate": 1e-2, "early_stopping_patience": 0, **dict(train)}, **sections
@@ -62,7 +62,7 @@ def trained_vae(tiny_records, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_scores(trained_ae, tiny_records, tmp_path_factory):
     """The AE's scores directory for every galaxy of the tiny records."""
-    from ifskeras.score import score_records
+    from ifskeras.discovery.score import score_records
 
     out = tmp_path_factory.mktemp("scores") / "scores"
     score_records(trained_ae.export_path, tiny_records, out, k=3, seed=0, progress=False)

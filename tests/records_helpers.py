@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ifskeras.lines import DR15_LINES
+from ifskeras.survey.lines import DR15_LINES
 
 NOCOV = 1 << 0
 DONOTUSE = 1 << 30

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ifskeras.augment import GalaxyAugment, apply_dihedral, dihedral_galaxies
-from ifskeras.config import AugmentConfig
+from ifskeras.learning.augment import GalaxyAugment, apply_dihedral, dihedral_galaxies
+from ifskeras.learning.config import AugmentConfig
 
 BATCH, LINES, SIZE = 4, 3, 8
 SEED = tf.constant([11, 12], tf.int32)
@@ -208,7 +208,7 @@ def test_xla_compiled_masking_and_symmetries_give_the_same_numbers(variant, gala
 
 
 def test_xla_function_is_the_one_called(galaxies, monkeypatch):
-    from ifskeras import augment as augment_module
+    from ifskeras.learning import augment as augment_module
 
     calls = []
 

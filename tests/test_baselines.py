@@ -1,9 +1,9 @@
-"""Tests of ifskeras.baselines on toy maps and latents with an injected outlier."""
+"""Tests of ifskeras.discovery.baselines on toy maps and latents with an injected outlier."""
 
 import numpy as np
 import pytest
 
-from ifskeras.baselines import (
+from ifskeras.discovery.baselines import (
     isolation_forest_latent,
     isolation_forest_scores,
     knn_latent_scores,

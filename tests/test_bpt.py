@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifskeras.bpt import (
+from ifskeras.survey.bpt import (
     BPT_CLASSES,
     central_aperture_fluxes,
     classify_bpt,
@@ -22,8 +22,8 @@ from ifskeras.bpt import (
     kewley06_sii,
     line_ratios,
 )
-from ifskeras.maps import GalaxyMaps, read_maps
-from ifskeras.synth import make_survey
+from ifskeras.survey.maps import GalaxyMaps, read_maps
+from ifskeras.survey.synth import make_survey
 
 REAL_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 REAL_FILES = sorted(REAL_DATA.glob("manga-*-MAPS-*.fits.gz")) if REAL_DATA.is_dir() else []

@@ -217,7 +217,7 @@ def test_index_links_every_page():
 
 
 def test_user_guide_config_example_loads_and_shows_the_defaults(tmp_path):
-    from ifskeras.config import RunConfig, load_config
+    from ifskeras.learning.config import RunConfig, load_config
 
     text = (DOCS / "user-guide.md").read_text(encoding="utf-8")
     examples = re.findall(r"^```toml\n(.*?)^```", text, re.MULTILINE | re.DOTALL)

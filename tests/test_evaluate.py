@@ -1,4 +1,4 @@
-"""Tests of ifskeras.evaluate on hand-made cases with known answers."""
+"""Tests of ifskeras.discovery.evaluate on hand-made cases with known answers."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ifskeras.evaluate import (
+from ifskeras.discovery.evaluate import (
     Evaluation,
     _weighted_metrics,
     compare_to_baselines,

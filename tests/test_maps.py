@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ifskeras.lines import DEFAULT_LINES, DR15_LINES, LineSelectionError, pretty_line_name, select_lines
-from ifskeras.maps import (
+from ifskeras.survey.lines import DEFAULT_LINES, DR15_LINES, LineSelectionError, pretty_line_name, select_lines
+from ifskeras.survey.maps import (
     MapsFormatError,
     MissingExtensionError,
     MissingLineError,

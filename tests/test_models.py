@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ifskeras.config import ModelConfig
-from ifskeras.models import (
+from ifskeras.learning.config import ModelConfig
+from ifskeras.learning.models import (
     ConvLSTMAutoencoder,
     ConvLSTMVAE,
     build_model,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from records_helpers import NOCOV, REAL_DATA, galaxy_cubes
 
-from ifskeras.maps import read_maps
-from ifskeras.preprocess import (
+from ifskeras.survey.maps import read_maps
+from ifskeras.survey.preprocess import (
     PreprocessError,
     covered_box,
     fit_to_grid,

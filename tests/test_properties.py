@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ifskeras.lines import DR15_LINES
-from ifskeras.maps import DAP_MASK_BITS, MAX_ABS_FLUX, read_maps
-from ifskeras.preprocess import DEFAULT_MIN_COVERAGE, PreprocessError, to_grid
+from ifskeras.survey.lines import DR15_LINES
+from ifskeras.survey.maps import DAP_MASK_BITS, MAX_ABS_FLUX, read_maps
+from ifskeras.survey.preprocess import DEFAULT_MIN_COVERAGE, PreprocessError, to_grid
 from ifskeras.records import decode_galaxy, encode_example
 
 PROPERTY_SETTINGS = settings(
@@ -219,7 +219,7 @@ def test_pad_mode_keeps_exact_values_and_masks(maps, size):
 @functools.cache
 def augment_layer(kind: str):
     """One layer per variant, built once (layer construction costs more than a call)."""
-    from ifskeras.augment import GalaxyAugment
+    from ifskeras.learning.augment import GalaxyAugment
 
     moves = {"max_rotation_degrees": 15.0, "max_translation_pixels": 2.0}
     return {

@@ -16,8 +16,8 @@ from records_helpers import (  # noqa: F401  (fixtures)
     write_maps,
 )
 
-from ifskeras.maps import read_maps
-from ifskeras.preprocess import to_grid
+from ifskeras.survey.maps import read_maps
+from ifskeras.survey.preprocess import to_grid
 from ifskeras.records import (
     ConvertError,
     ConvertOptions,

@@ -65,7 +65,7 @@ def test_parse_batch_directly_and_in_dataset_map():
 def test_shard_writer_writes_what_tensorflow_reads(tmp_path, compression):
     """The converter frames records without TensorFlow; TF's own writer and reader agree."""
     from ifskeras.records.convert import _ShardWriter
-    from ifskeras.records.fileio import sha256_file
+    from ifskeras.common.files import sha256_file
     from ifskeras.records.schema import iter_tfrecord
 
     blobs = [item[0] for item in _blobs(3)] + [b""]

@@ -184,7 +184,7 @@ def test_importing_the_records_layer_does_not_load_tensorflow():
     code = (
         "import sys, ifskeras.records as r\n"
         "import ifskeras.records.convert, ifskeras.records.verify, ifskeras.records.merge\n"
-        "import ifskeras.records.reader, ifskeras.records.inspect, ifskeras.preprocess\n"
+        "import ifskeras.records.reader, ifskeras.records.inspect, ifskeras.survey.preprocess\n"
         "r.load_manifest, r.convert_maps, r.verify_records, r.read_examples\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
     )

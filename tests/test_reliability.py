@@ -37,8 +37,8 @@ from records_helpers import make_survey, records_dir, small_options, survey_dir 
 from typer.testing import CliRunner
 
 from ifskeras.cli.app import app
-from ifskeras.lines import DEFAULT_LINES, DR15_LINES
-from ifskeras.maps import MapsFormatError, MissingExtensionError, MissingLineError, NotFitsError, read_maps
+from ifskeras.survey.lines import DEFAULT_LINES, DR15_LINES
+from ifskeras.survey.maps import MapsFormatError, MissingExtensionError, MissingLineError, NotFitsError, read_maps
 from ifskeras.records import (
     ConvertOptions,
     CorruptRecordsError,
@@ -543,9 +543,9 @@ def flipped(tiny_records, tmp_path):
 
 
 def test_flipped_byte_is_named_by_verify_and_refused_by_fit(flipped, tmp_path):
-    from ifskeras.config import smoke_config
+    from ifskeras.learning.config import smoke_config
     from ifskeras.records import RecordsError
-    from ifskeras.train import fit
+    from ifskeras.learning.train import fit
 
     records, shard = flipped
     report = verify_records(records, full=True)
@@ -565,7 +565,7 @@ def test_flipped_byte_is_named_by_verify_and_refused_by_fit(flipped, tmp_path):
 
 
 def test_flipped_byte_is_refused_by_score(flipped, trained_ae, tmp_path):
-    from ifskeras.score import score_records
+    from ifskeras.discovery.score import score_records
 
     records, shard = flipped
     with pytest.raises(CorruptRecordsError, match=shard):
@@ -619,7 +619,7 @@ def _save_foreign_module_model(path: Path, marker: Path) -> None:
     ids=["lambda-layer", "foreign-module"],
 )
 def test_export_refuses_a_model_file_carrying_code_without_running_it(make, reason, tmp_path):
-    from ifskeras.export import ExportError, export_run
+    from ifskeras.learning.export import ExportError, export_run
 
     run_dir = _run_dir(tmp_path / "run")
     marker = tmp_path / "payload-ran"

@@ -1,4 +1,4 @@
-"""Tests of ifskeras.figures and ifskeras.report: PNGs written, numbers exact, page renders in Chromium.
+"""Tests of ifskeras.discovery.figures and ifskeras.discovery.report: PNGs written, numbers exact, page renders in Chromium.
 
 The browser check lives in ``browser_check.py``; it is skipped when no Chromium
 binary is found.
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from browser_check import assert_page_renders, find_chromium, img_sources
-from ifskeras import figures
-from ifskeras.evaluate import compare_to_baselines, evaluate_scores, neighbour_retrieval
-from ifskeras.report import (
+from ifskeras.discovery import figures
+from ifskeras.discovery.evaluate import compare_to_baselines, evaluate_scores, neighbour_retrieval
+from ifskeras.discovery.report import (
     format_class_recall_table,
     format_evaluation_table,
     format_number,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ifskeras.models import FluxScaling
+from ifskeras.learning.models import FluxScaling
 
 FLUXES = np.array([-3.0, -0.05, 0.0, 0.01, 0.1, 1.0, 250.0], np.float32)
 

@@ -15,8 +15,8 @@ from astropy.table import Table  # noqa: E402
 
 from browser_check import assert_page_renders, find_chromium  # noqa: E402
 from ifskeras.cli.app import app  # noqa: E402
-from ifskeras.lines import DEFAULT_LINES  # noqa: E402
-from ifskeras.score import (  # noqa: E402
+from ifskeras.survey.lines import DEFAULT_LINES  # noqa: E402
+from ifskeras.discovery.score import (  # noqa: E402
     ScoringError,
     central_line_ratios,
     load_scores,
@@ -51,7 +51,7 @@ def test_scores_have_fixed_columns_in_csv_and_fits(tiny_scores, tiny_records):
 def test_scores_match_the_keras_model(tiny_scores, trained_ae, tiny_records):
     import keras
 
-    import ifskeras.models  # noqa: F401
+    import ifskeras.learning.models  # noqa: F401
     from ifskeras.records import read_examples
 
     table, _, _ = load_scores(tiny_scores)

@@ -11,10 +11,10 @@ from astropy.io import fits
 from astropy.table import Table
 from typer.testing import CliRunner
 
-from ifskeras.bpt import central_aperture_fluxes
-from ifskeras.lines import DEFAULT_LINES, DR15_LINES, DR17_LINES
-from ifskeras.maps import DAP_MASK_BITS, read_maps
-from ifskeras.synth import (
+from ifskeras.survey.bpt import central_aperture_fluxes
+from ifskeras.survey.lines import DEFAULT_LINES, DR15_LINES, DR17_LINES
+from ifskeras.survey.maps import DAP_MASK_BITS, read_maps
+from ifskeras.survey.synth import (
     CASE_B_BALMER,
     CATALOG_COLUMNS,
     CLASSES,

@@ -19,14 +19,14 @@ pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ifskeras.config import smoke_config  # noqa: E402
-from ifskeras.train import TrainingDivergedError, TrainingError, fit, read_history  # noqa: E402
+from ifskeras.learning.config import smoke_config  # noqa: E402
+from ifskeras.learning.train import TrainingDivergedError, TrainingError, fit, read_history  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _weights(path: Path) -> list[np.ndarray]:
-    import ifskeras.models  # noqa: F401  registers custom classes
+    import ifskeras.learning.models  # noqa: F401  registers custom classes
 
     model = keras.saving.load_model(str(path))
     return [np.asarray(w) for w in model.get_weights()]
@@ -69,7 +69,7 @@ def test_small_records_are_cached_unless_told_not_to(trained_ae, trained_vae):
 
 def test_decide_cache(tiny_records):
     from ifskeras.records import load_manifest
-    from ifskeras.train import decide_cache
+    from ifskeras.learning.train import decide_cache
 
     manifest = load_manifest(tiny_records)
     n_train = manifest.examples("train")
@@ -93,7 +93,7 @@ def test_decide_cache(tiny_records):
 
 @pytest.mark.parametrize("value", ["yes", 1, 0.5])
 def test_cache_config_must_be_a_bool_or_null(value):
-    from ifskeras.config import ConfigError
+    from ifskeras.learning.config import ConfigError
 
     with pytest.raises(ConfigError, match="cache must be true, false or null"):
         _smoke(cache=value)
@@ -139,7 +139,7 @@ def test_cli_errors_are_messages_not_tracebacks(tiny_records, tmp_path, monkeypa
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(tiny_records, tmp_path, monkeypatch):
-    import ifskeras.models as models
+    import ifskeras.learning.models as models
 
     poison = tf.Variable(1.0, trainable=False)
     original = models.build_model
@@ -165,7 +165,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tiny_records, tmp_path, monkey
 
 def test_export_loads_without_ifskeras(trained_vae, tiny_records, tmp_path):
     result = trained_vae
-    import ifskeras.models  # noqa: F401
+    import ifskeras.learning.models  # noqa: F401
     from ifskeras.records import make_dataset
 
     batch = next(iter(make_dataset(tiny_records, "train", batch_size=3, training=False)))
@@ -245,8 +245,8 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from ifskeras.config import smoke_config
-from ifskeras.train import fit
+from ifskeras.learning.config import smoke_config
+from ifskeras.learning.train import fit
 config = smoke_config("vae").override(train={"epochs": 2, "strategy": "mirrored", "batch_size": 4})
 result = fit(sys.argv[1], sys.argv[2], config, progress=False)
 prov = json.load(open(sys.argv[2] + "/provenance.json"))

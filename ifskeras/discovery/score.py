@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ifskeras.progress import progress_bar
+from ifskeras.common.progress import progress_bar
 
 __all__ = [
     "ScoringError",
@@ -102,7 +102,7 @@ def score_records(
     """
     import tensorflow as tf
 
-    from ifskeras.export import ExportError, read_model_metadata
+    from ifskeras.learning.export import ExportError, read_model_metadata
     from ifskeras.records import load_manifest, make_dataset, manifest_checksum, verify_records
 
     model_dir, records_dir, out_dir = Path(model_dir), Path(records_dir), Path(out_dir)
@@ -154,7 +154,7 @@ def score_records(
     split_array = np.asarray(columns["split"])
     reference = split_array == "train" if (split_array == "train").any() else np.ones(n_galaxies, bool)
 
-    from ifskeras.baselines import knn_latent_scores
+    from ifskeras.discovery.baselines import knn_latent_scores
 
     k_eff = min(k, int(reference.sum()) - 1)
     if k_eff < 1:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from ifskeras import __version__
-from ifskeras.evaluate import Comparison, Evaluation, Retrieval, class_display_name
-from ifskeras.lines import DEFAULT_LINES, pretty_line_name
+from ifskeras.discovery.evaluate import Comparison, Evaluation, Retrieval, class_display_name
+from ifskeras.survey.lines import DEFAULT_LINES, pretty_line_name
 
 __all__ = [
     "DECIMALS",
@@ -117,7 +117,7 @@ def format_evaluation_table(
 ) -> list[list[str]]:
     """Header row and one row per score: AUROC, AP, precision/recall/enrichment@k with CIs, verdicts.
 
-    The ``comparisons`` (from :func:`ifskeras.evaluate.compare_to_baselines`) add the
+    The ``comparisons`` (from :func:`ifskeras.discovery.evaluate.compare_to_baselines`) add the
     AUROC difference model minus baseline and the verdict to each baseline's row; the
     model's own row reads ``'model'``.
     """
@@ -240,7 +240,7 @@ def write_report(
     -------
     Path of ``index.html``.
     """
-    from ifskeras import figures
+    from ifskeras.discovery import figures
 
     out_dir = Path(out_dir)
     fig_dir = out_dir / _FIGURES

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ifskeras.maps import GalaxyMaps
+from ifskeras.survey.maps import GalaxyMaps
 
 __all__ = [
     "BPT_CLASSES",
@@ -239,7 +239,7 @@ def central_aperture_fluxes(
     Parameters
     ----------
     maps : GalaxyMaps
-        From :func:`ifskeras.maps.read_maps`.
+        From :func:`ifskeras.survey.maps.read_maps`.
     radius_spaxels : float
         Aperture radius; 3 spaxels (1.5 arcsec) mimics an SDSS 3 arcsec fibre.
     centre : (float, float), optional

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from ifskeras.models.autoencoder import ConvLSTMAutoencoder
-from ifskeras.models.losses import kl_to_standard_normal, masked_gaussian_nll
+from ifskeras.learning.models.autoencoder import ConvLSTMAutoencoder
+from ifskeras.learning.models.losses import kl_to_standard_normal, masked_gaussian_nll
 
 __all__ = ["ConvLSTMVAE", "LATENT_LOG_VAR_RANGE", "MIN_LIKELIHOOD_SCALE"]
 

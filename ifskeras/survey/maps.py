@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ifskeras.lines import DEFAULT_LINES, wavelength_of
+from ifskeras.survey.lines import DEFAULT_LINES, wavelength_of
 
 __all__ = [
     "DAP_MASK_BITS",
@@ -161,7 +161,7 @@ def read_maps(
             f"Unknown mask bits {unknown_bits}; known: {sorted(DAP_MASK_BITS)}. "
             f"Received: {list(reject_bits)}"
         )
-    from astropy.io import fits  # deferred: keeps `import ifskeras.maps` light
+    from astropy.io import fits  # deferred: keeps `import ifskeras.survey.maps` light
 
     source = _check_readable(path)
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ifskeras.score import ScoringError, load_scores
+from ifskeras.discovery.score import ScoringError, load_scores
 
 __all__ = [
     "MODEL_SCORES",
@@ -58,7 +58,7 @@ def scaled_feature_stream(scores_dir: str | os.PathLike, ids: np.ndarray, *, bat
 
     Maps larger than BASELINE_MAX_SIZE are block-averaged (valid-weighted) first.
     """
-    from ifskeras.models.scaling import FluxScaling
+    from ifskeras.learning.models.scaling import FluxScaling
     from ifskeras.records import read_examples
 
     _, _, provenance = load_scores(scores_dir)
@@ -104,8 +104,8 @@ def evaluate_run(
     are always fitted on the train split, as the model was. Writes ``evaluation.json``
     and ``evaluation.csv`` into ``scores_dir`` when ``write``.
     """
-    from ifskeras.baselines import isolation_forest_scores, pca_reconstruction_error, random_scores
-    from ifskeras.evaluate import compare_to_baselines, evaluate_scores, neighbour_retrieval
+    from ifskeras.discovery.baselines import isolation_forest_scores, pca_reconstruction_error, random_scores
+    from ifskeras.discovery.evaluate import compare_to_baselines, evaluate_scores, neighbour_retrieval
 
     scores_dir = Path(scores_dir)
     table, latents, provenance = load_scores(scores_dir)
@@ -140,7 +140,7 @@ def evaluate_run(
                                     line_ratios=ratios[selected], seed=seed)
     bundle = EvaluationBundle(evaluation, comparisons, retrieval, split or "all", int(selected.sum()))
     if write:
-        from ifskeras.report import format_evaluation_table
+        from ifskeras.discovery.report import format_evaluation_table
 
         payload = {
             "split": bundle.split, "n_galaxies": bundle.n_galaxies,
@@ -194,7 +194,7 @@ def _gallery_items(scores_dir: Path, table: dict, provenance: dict, ids: list[st
 
 def _neighbour_items(scores_dir: Path, provenance: dict, query_ids: list[str], k: int) -> list[dict]:
     from ifskeras.records import read_examples
-    from ifskeras.score import nearest_neighbors
+    from ifskeras.discovery.score import nearest_neighbors
 
     items = []
     for query in query_ids:
@@ -228,7 +228,7 @@ def report_run(
     The training history comes from ``run_dir`` (default: the run that exported the
     scored model, when its directory is the model's parent).
     """
-    from ifskeras.report import write_report
+    from ifskeras.discovery.report import write_report
 
     scores_dir = Path(scores_dir)
     table, _, provenance = load_scores(scores_dir)
@@ -264,7 +264,7 @@ def report_run(
 
 def render_neighbours_png(scores_dir, galaxy_id: str, rows: list, png) -> Path:
     """A montage of a galaxy and its latent neighbours (Ha, [OIII], [NII], log [NII]/Ha)."""
-    from ifskeras.figures import plot_neighbours
+    from ifskeras.discovery.figures import plot_neighbours
     from ifskeras.records import read_examples
 
     _, _, provenance = load_scores(scores_dir)

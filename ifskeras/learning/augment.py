@@ -216,7 +216,7 @@ class GalaxyAugment(keras.layers.Layer):
 
     @classmethod
     def from_augment_config(cls, config, **kwargs) -> "GalaxyAugment":
-        """The layer an :class:`ifskeras.config.AugmentConfig` describes."""
+        """The layer an :class:`ifskeras.learning.config.AugmentConfig` describes."""
         return cls(
             dihedral=config.dihedral,
             max_rotation_degrees=config.max_rotation_degrees,

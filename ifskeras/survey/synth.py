@@ -12,7 +12,7 @@ inverse variance is the variance the noise was drawn from, and fluxes are clippe
 the DAP's Gaussian fits are.
 
 Files carry the three ``EMLINE_GFLUX`` extensions of the DAP format with the survey's names
-and header keys, so :func:`ifskeras.maps.read_maps` reads them exactly like real ones.
+and header keys, so :func:`ifskeras.survey.maps.read_maps` reads them exactly like real ones.
 
 Examples
 --------
@@ -39,9 +39,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-from ifskeras.bpt import kauffmann03, kewley01_nii
-from ifskeras.lines import DEFAULT_LINES, DR15_LINES, DR17_LINES
-from ifskeras.maps import DAP_MASK_BITS, DEFAULT_REJECT_BITS, GalaxyMaps
+from ifskeras.survey.bpt import kauffmann03, kewley01_nii
+from ifskeras.survey.lines import DEFAULT_LINES, DR15_LINES, DR17_LINES
+from ifskeras.survey.maps import DAP_MASK_BITS, DEFAULT_REJECT_BITS, GalaxyMaps
 
 __all__ = [
     "CLASSES",
@@ -199,7 +199,7 @@ class SyntheticGalaxy:
         plateifu: str = "",
         reject_bits: Sequence[str] = DEFAULT_REJECT_BITS,
     ) -> GalaxyMaps:
-        """The maps :func:`ifskeras.maps.read_maps` would return for this galaxy's file."""
+        """The maps :func:`ifskeras.survey.maps.read_maps` would return for this galaxy's file."""
         index = [self.lines.index(name) for name in lines]
         reject = sum(1 << DAP_MASK_BITS[bit] for bit in reject_bits)
         valid = ((self.mask[index] & reject) == 0) & (self.ivar[index] > 0)

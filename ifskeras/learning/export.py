@@ -101,7 +101,7 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
 
 def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Export the best model of a finished or interrupted ``ifskeras fit`` run directory."""
-    import ifskeras.models  # noqa: F401  registers the custom classes for safe .keras loading
+    import ifskeras.learning.models  # noqa: F401  registers the custom classes for safe .keras loading
 
     run_dir = Path(run_dir)
     provenance_path = run_dir / "provenance.json"
@@ -121,8 +121,8 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
                 f"({type(error).__name__}: {str(error).strip()})"
             ) from error
     else:
-        from ifskeras.config import RunConfig
-        from ifskeras.models import build_model
+        from ifskeras.learning.config import RunConfig
+        from ifskeras.learning.models import build_model
 
         weights = run_dir / "best.weights.h5"
         if not weights.exists():

@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from ifskeras import __version__
-from ifskeras.config import RunConfig
-from ifskeras.progress import progress_bar
+from ifskeras.learning.config import RunConfig
+from ifskeras.common.progress import progress_bar
 
 __all__ = [
     "FitResult", "TrainingError", "TrainingDivergedError", "fit", "read_history",
@@ -101,10 +101,10 @@ def fit(
     the available memory (:func:`decide_cache`); ``FitResult.records_cached`` and
     provenance.json record the decision and its reason.
     """
-    from ifskeras.augment import GalaxyAugment
-    from ifskeras.distribute import make_strategy
-    from ifskeras.models import build_model
-    from ifskeras.models.layers import check_architecture
+    from ifskeras.learning.augment import GalaxyAugment
+    from ifskeras.learning.distribute import make_strategy
+    from ifskeras.learning.models import build_model
+    from ifskeras.learning.models.layers import check_architecture
     from ifskeras.records import load_manifest, make_dataset, manifest_checksum, verify_records
 
     records_dir = Path(records_dir)
@@ -327,7 +327,7 @@ def fit(
             result.model_path = run_dir / "model.keras"
             model.save(str(result.model_path))
             if export:
-                from ifskeras.export import export_model
+                from ifskeras.learning.export import export_model
                 result.export_path = export_model(
                     model, run_dir / "model", lines=manifest.lines, size=size,
                     extra={"records_manifest_sha256": records_sha256, "run_config": config.to_dict()},

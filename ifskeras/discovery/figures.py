@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ifskeras.bpt import kauffmann03, kewley01_nii
-from ifskeras.lines import pretty_line_name
+from ifskeras.survey.bpt import kauffmann03, kewley01_nii
+from ifskeras.survey.lines import pretty_line_name
 
 __all__ = [
     "FLUX_UNIT",

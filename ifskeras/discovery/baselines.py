@@ -1,6 +1,6 @@
 """Baseline anomaly scores on the same galaxies as the model: PCA, IsolationForest, kNN, random.
 
-All scores follow the convention of :mod:`ifskeras.evaluate`: higher = more anomalous.
+All scores follow the convention of :mod:`ifskeras.discovery.evaluate`: higher = more anomalous.
 
 Map baselines take *scaled* maps (the model's scaling already applied, e.g. asinh),
 flattened to ``X`` of shape (N, L*S*S) (or (N, L, S, S), flattened here), with a
@@ -155,7 +155,7 @@ def knn_latent_scores(latents: np.ndarray, k: int = 10, *, fit_mask: np.ndarray 
     """
     from sklearn.neighbors import NearestNeighbors
 
-    from ifskeras.evaluate import _neighbours_excluding_self
+    from ifskeras.discovery.evaluate import _neighbours_excluding_self
 
     z, fit_index = _latents_and_fit_set(latents, fit_mask)
     if not 1 <= k < fit_index.size:

@@ -7,16 +7,16 @@ and exporter use; the classes are registered with Keras serialisation (package
 
 from __future__ import annotations
 
-from ifskeras.models.autoencoder import ConvLSTMAutoencoder
-from ifskeras.models.layers import ConvLSTMDecoder, ConvLSTMEncoder
-from ifskeras.models.losses import (
+from ifskeras.learning.models.autoencoder import ConvLSTMAutoencoder
+from ifskeras.learning.models.layers import ConvLSTMDecoder, ConvLSTMEncoder
+from ifskeras.learning.models.losses import (
     kl_to_standard_normal,
     masked_gaussian_nll,
     masked_squared_error,
     masked_squared_error_per_line,
 )
-from ifskeras.models.scaling import FluxScaling
-from ifskeras.models.vae import ConvLSTMVAE
+from ifskeras.learning.models.scaling import FluxScaling
+from ifskeras.learning.models.vae import ConvLSTMVAE
 
 __all__ = [
     "build_model",
@@ -35,7 +35,7 @@ _MODEL_CLASSES = {"ae": ConvLSTMAutoencoder, "vae": ConvLSTMVAE}
 
 
 def build_model(config, *, num_lines: int, size: int) -> ConvLSTMAutoencoder | ConvLSTMVAE:
-    """The model a :class:`ifskeras.config.ModelConfig` describes, for L lines of S x S maps.
+    """The model a :class:`ifskeras.learning.config.ModelConfig` describes, for L lines of S x S maps.
 
     Parameters
     ----------
@@ -47,7 +47,7 @@ def build_model(config, *, num_lines: int, size: int) -> ConvLSTMAutoencoder | C
 
     Examples
     --------
-    >>> from ifskeras.config import ModelConfig
+    >>> from ifskeras.learning.config import ModelConfig
     >>> model = build_model(ModelConfig(filters=(4, 8), latent_dim=4), num_lines=3, size=16)
     """
     if config.kind not in _MODEL_CLASSES:

@@ -7,9 +7,9 @@ import math
 import keras
 import tensorflow as tf
 
-from ifskeras.models.layers import ConvLSTMDecoder, ConvLSTMEncoder, check_architecture
-from ifskeras.models.losses import masked_squared_error, masked_squared_error_per_line
-from ifskeras.models.scaling import FluxScaling
+from ifskeras.learning.models.layers import ConvLSTMDecoder, ConvLSTMEncoder, check_architecture
+from ifskeras.learning.models.losses import masked_squared_error, masked_squared_error_per_line
+from ifskeras.learning.models.scaling import FluxScaling
 
 __all__ = ["ConvLSTMAutoencoder"]
 
