@@ -81,6 +81,7 @@ def convert(
 
     Example: ifskeras convert data/maps/ --out records/ --size 64 --jobs 4
     """
+    from ifskeras.common.progress import counting_progress
     from ifskeras.records.convert import ConvertOptions, convert_maps
 
     with _clean_errors(": rerun the same command with --resume to finish"):
@@ -94,7 +95,7 @@ def convert(
             labels=str(labels) if labels else None, label_column=label_column,
             num_workers=num_workers, worker_index=worker_index, **options_kwargs,
         )
-        with _progress_bar(quiet) as progress:
+        with counting_progress(not quiet, "converting") as progress:
             result = convert_maps(inputs, out, options, jobs=jobs, resume=resume,
                                   overwrite=overwrite, progress=progress)
     totals = result.manifest["totals"]
@@ -189,35 +190,6 @@ def _quiet_tensorflow_logs() -> None:
 
 def _split_names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
-
-
-@contextmanager
-def _progress_bar(quiet: bool):
-    """A ``progress(done, total, failed)`` callback drawing a rich bar on stderr, or None."""
-    if quiet:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class _RateColumn(ProgressColumn):
-        def render(self, task):
-            return Text(f"{task.speed:6.1f} galaxies/s" if task.speed else "   ... galaxies/s")
-
-    console = Console(stderr=True)
-    bar = Progress(
-        TextColumn("converting"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
-        TextColumn("failed {task.fields[failed]}"), TimeRemainingColumn(),
-        console=console, transient=False, disable=not console.is_terminal,
-    )
-    task = bar.add_task("convert", total=None, failed=0)
-
-    def update(done: int, total: int, failed: int) -> None:
-        bar.update(task, completed=done, total=total, failed=failed)
-
-    with bar:
-        yield update
 
 
 def register(app: typer.Typer) -> None:

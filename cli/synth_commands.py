@@ -41,17 +41,8 @@ def synth(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--fractions") from None
     try:
-        if quiet:
-            summary = make_survey(
-                out_dir, n, seed=seed, dap=dap, class_fractions=class_fractions, overwrite=overwrite
-            )
-        else:
-            summary = _with_progress_bar(
-                n, lambda report: make_survey(
-                    out_dir, n, seed=seed, dap=dap, class_fractions=class_fractions,
-                    overwrite=overwrite, progress=report,
-                )
-            )
+        summary = make_survey(out_dir, n, seed=seed, dap=dap, class_fractions=class_fractions,
+                              overwrite=overwrite, progress=not quiet)
     except SurveyExistsError as error:
         typer.secho(
             f"error: {out_dir} already holds a survey ({len(error.files)} MAPS or catalogue files, e.g. "
@@ -66,16 +57,6 @@ def synth(
     for name, count in counts.items():
         typer.echo(f"  {name:<{width}} {count:>6}  ({100.0 * count / n:.1f}%)")
     typer.echo(f"catalogue: {summary.catalog_csv}, {summary.catalog_fits}")
-
-
-def _with_progress_bar(total: int, run):
-    """Run ``run(report)`` under a rich progress bar fed by ``report(done, total)``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("synth", total=total)
-        return run(lambda done, _total: bar.update(task, completed=done))
 
 
 def register(app: typer.Typer) -> None:

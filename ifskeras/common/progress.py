@@ -1,62 +1,87 @@
-"""Progress bars for long work (rich, which Typer already brings), silent when disabled."""
+"""Progress bars for long work (rich, which Typer already brings), silent when disabled.
+
+One context manager serves every stage: synthesis, conversion, training and scoring.
+
+Examples
+--------
+>>> with progress_bar(False, "scoring", 3) as bar:
+...     for _ in range(3):
+...         bar.advance()
+>>> bar.done
+3
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
-__all__ = ["progress_bar"]
+__all__ = ["Progress", "progress_bar", "counting_progress"]
+
+
+class Progress:
+    """What ``progress_bar`` yields: counts work done and, when shown, draws it.
+
+    ``advance(n, **fields)`` adds ``n`` items; ``update(done, total=None, **fields)`` sets
+    the count (and the total, when it becomes known). ``fields`` are the extra numbers
+    declared in :func:`progress_bar` (e.g. the loss).
+    """
+
+    def __init__(self, bar=None, task=None):
+        self._bar = bar
+        self._task = task
+        self._started = time.perf_counter()
+        self.done = 0
+
+    def advance(self, n: int = 1, **fields) -> None:
+        self.update(self.done + n, **fields)
+
+    def update(self, done: int, total: int | None = None, **fields) -> None:
+        self.done = done
+        if self._bar is None:
+            return
+        rate = done / max(time.perf_counter() - self._started, 1e-9)
+        if total is not None:
+            fields["total"] = total
+        self._bar.update(self._task, completed=done, rate=rate, **fields)
 
 
 @contextlib.contextmanager
-def progress_bar(enabled: bool, description: str, total: int, *, unit: str = "galaxies",
-                 fields: dict | None = None) -> Iterator[Callable[..., None]]:
-    """Yield ``advance(n=1, **fields)``; shows items/s and any extra fields (e.g. loss).
+def progress_bar(enabled: bool, description: str, total: int | None = None, *, unit: str = "galaxies",
+                 fields: Mapping[str, str] | None = None) -> Iterator[Progress]:
+    """Yield a :class:`Progress`; with ``enabled`` a bar shows items/s, time left and ``fields``.
 
-    ``fields`` maps a field name to its number format, e.g. ``{"loss": ".4f"}``.
+    ``fields`` maps a field name to its number format, e.g. ``{"loss": ".4f"}``;
+    ``total=None`` draws a bar without an end until ``update(done, total)`` gives one.
     """
     if not enabled:
-        yield lambda n=1, **_: None
+        yield Progress()
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import Progress as RichProgress
 
-    fields = fields or {}
+    fields = dict(fields or {})
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
     columns += [TextColumn(f"{name} {{task.fields[{name}]:{spec}}}") for name, spec in fields.items()]
     columns += [TextColumn("{task.fields[rate]:.1f} " + unit + "/s"), TimeElapsedColumn(), TimeRemainingColumn()]
-    bar = Progress(*columns)
-    started = time.perf_counter()
-    done = 0
+    # On stderr, so output piped to a file stays clean; drawn only on a terminal, so
+    # batch-job logs do not fill with redrawn bars.
+    console = Console(stderr=True)
+    bar = RichProgress(*columns, console=console, disable=not console.is_terminal)
     with bar:
-        task = bar.add_task(description, total=total, rate=0.0, **{name: float("nan") for name in fields})
-
-        def advance(n: int = 1, **values) -> None:
-            nonlocal done
-            done += n
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, advance=n, rate=rate, **values)
-
-        yield advance
+        initial = {name: 0 if spec.endswith("d") else float("nan") for name, spec in fields.items()}
+        task = bar.add_task(description, total=total, rate=0.0, **initial)
+        yield Progress(bar, task)
 
 
 @contextlib.contextmanager
-def counting_progress(enabled: bool, description: str, *, unit: str = "galaxies") -> Iterator[Callable | None]:
-    """Yield a ``progress(done, total, failed)`` callback (the converter's), or None when disabled."""
+def counting_progress(enabled: bool, description: str, *,
+                      unit: str = "galaxies") -> Iterator[Callable[[int, int, int], None] | None]:
+    """Yield the converter's ``progress(done, total, failed)`` callback, or None when disabled."""
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[failed]} failed"), TextColumn("{task.fields[rate]:.1f} " + unit + "/s"),
-                   TimeRemainingColumn())
-    started = time.perf_counter()
-    with bar:
-        task = bar.add_task(description, total=None, failed=0, rate=0.0)
-
-        def progress(done: int, total: int, failed: int) -> None:
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, completed=done, total=total, failed=failed, rate=rate)
-
-        yield progress
+    with progress_bar(True, description, unit=unit, fields={"failed": "d"}) as bar:
+        yield lambda done, total, failed: bar.update(done, total, failed=failed)

@@ -12,13 +12,13 @@ import csv
 import difflib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ifskeras.common.files import atomic_directory
 from ifskeras.common.progress import progress_bar
 
 __all__ = [
@@ -130,7 +130,7 @@ def score_records(
     columns: dict[str, list] = {"id": [], "split": [], "label": [], "anomaly_score": []}
     line_errors, latents, ratios = [], [], []
     started = time.perf_counter()
-    with progress_bar(progress, "scoring", total) as advance:
+    with progress_bar(progress, "scoring", total) as bar:
         for split in splits:
             # The score endpoint reads flux and valid only: skip decoding ivar (45% of a record).
             dataset = make_dataset(records_dir, split, batch_size=batch_size, training=False, with_ivar=False)
@@ -144,7 +144,7 @@ def score_records(
                 line_errors.append(out["line_error"].numpy())
                 latents.append(out["latent_mean"].numpy())
                 ratios.append(central_line_ratios(batch["flux"].numpy()[..., 0], batch["valid"].numpy()[..., 0], lines))
-                advance(n)
+                bar.advance(n)
     seconds = time.perf_counter() - started
     n_galaxies = len(columns["id"])
     line_errors = np.concatenate(line_errors).astype(np.float64)
@@ -180,13 +180,6 @@ def score_records(
     table.update(ratios)
     table["umap_x"], table["umap_y"] = _umap(latents, seed=seed) if umap else (np.full(n_galaxies, np.nan),) * 2
 
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    _write_csv(staging / SCORES_CSV, table)
-    _write_fits(staging / SCORES_FITS, table, lines=lines)
-    np.save(staging / LATENTS_NPY, latents)
     provenance = {
         "model_dir": str(model_dir.resolve()),
         "records_dir": str(records_dir.resolve()),
@@ -198,10 +191,11 @@ def score_records(
         "n_galaxies": n_galaxies,
         "seconds": seconds,
     }
-    (staging / SCORING_JSON).write_text(json.dumps(provenance, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(staging, out_dir)
+    with atomic_directory(out_dir) as staging:
+        _write_csv(staging / SCORES_CSV, table)
+        _write_fits(staging / SCORES_FITS, table, lines=lines)
+        np.save(staging / LATENTS_NPY, latents)
+        (staging / SCORING_JSON).write_text(json.dumps(provenance, indent=2))
     return ScoreResult(out_dir, n_galaxies, provenance["splits"], seconds, n_galaxies / max(seconds, 1e-9))
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from ifskeras import __version__
+from ifskeras.common.files import atomic_directory
 
 __all__ = ["ExportError", "export_model", "export_run", "read_model_metadata", "METADATA_FILE"]
 
@@ -87,15 +87,10 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
     archive.add_endpoint("score", score, input_signature=[flux_spec, valid_spec])
     archive.add_endpoint("metadata", metadata_endpoint)
 
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    archive.write_out(str(staging), verbose=False)
-    (staging / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str, sort_keys=True))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(staging, out_dir)
+    with atomic_directory(out_dir) as staging:
+        archive.write_out(str(staging), verbose=False)
+        (staging / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str, sort_keys=True))
     return out_dir
 
 

@@ -268,7 +268,7 @@ def fit(
             sums = dict.fromkeys(loss_names, 0.0)
             description = f"epoch {epoch + 1}/{train_cfg.epochs}"
             with progress_bar(progress and info.is_chief, description, steps_per_epoch * global_batch,
-                              unit="samples", fields={"loss": ".4f"}) as advance:
+                              unit="samples", fields={"loss": ".4f"}) as bar:
                 for step_in_epoch in range(steps_per_epoch):
                     global_step = epoch * steps_per_epoch + step_in_epoch
                     values = train_step(train_iterator, tf.constant(global_step, tf.int64))
@@ -281,7 +281,7 @@ def fit(
                         )
                     for k in loss_names:
                         sums[k] += values[k]
-                    advance(global_batch, loss=values["loss"])
+                    bar.advance(global_batch, loss=values["loss"])
             seconds = time.perf_counter() - started
             row = {k: sums[k] / steps_per_epoch for k in loss_names}
             if val_iterator is not None:
