@@ -20,12 +20,12 @@ import importlib
 
 _EXPORTS = {
     # conversion
-    "ConvertOptions": "convert",
+    "ConvertOptions": "options",
     "ConvertResult": "convert",
-    "ConvertError": "convert",
-    "OutputExistsError": "convert",
-    "ShardWriteError": "convert",
-    "collect_inputs": "convert",
+    "ConvertError": "options",
+    "OutputExistsError": "options",
+    "ShardWriteError": "options",
+    "collect_inputs": "inputs",
     "convert_maps": "convert",
     # schema and manifest
     "SCHEMA_VERSION": "schema",
@@ -39,8 +39,9 @@ _EXPORTS = {
     "load_manifest": "schema",
     "manifest_checksum": "schema",
     "read_index": "schema",
-    "encode_example": "schema",
-    "decode_galaxy": "schema",
+    # examples
+    "encode_example": "codec",
+    "decode_galaxy": "codec",
     # names
     "SPLITS": "naming",
     "shard_filename": "naming",

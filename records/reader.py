@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ifskeras.records.codec import decode_galaxy
 from ifskeras.records.naming import SPLITS
 from ifskeras.records.schema import (
     RecordsError,
-    decode_galaxy,
-    iter_tfrecord,
     load_manifest,
     read_index,
 )
+from ifskeras.records.tfrecord import iter_tfrecord
 
 __all__ = ["DatasetSpec", "dataset_spec", "read_examples"]
 

@@ -1,4 +1,8 @@
-"""Record schema v1: one ``tf.train.Example`` per galaxy, and the ``manifest.json`` beside the shards.
+"""Record schema v1 and the ``manifest.json`` beside the shards: file names, features, errors, reading.
+
+A records directory holds TFRecord shards with one ``tf.train.Example`` per galaxy,
+and beside them ``manifest.json`` (written last: without it the directory is not a
+dataset), ``index.csv``, ``failures.csv`` and ``convert-journal.jsonl``.
 
 Features (all required)::
 
@@ -10,25 +14,20 @@ Features (all required)::
     ra     float    degrees
     dec    float    degrees
 
-Examples are encoded here in pure Python (protobuf wire format, features in sorted key
-order, so the bytes are reproducible); ``tf.io.parse_example`` reads them. Reading and
-writing the manifest and the TFRecord framing needs no TensorFlow either.
+Where the rest lives: examples are encoded and decoded by :mod:`ifskeras.records.codec`,
+framed in TFRecord files by :mod:`ifskeras.records.tfrecord`, and the manifest is
+written by :func:`ifskeras.records.convert.convert_maps` (and
+:func:`ifskeras.records.merge.merge_records`). Nothing here needs TensorFlow.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
-import json
-import math
-import struct
 import hashlib
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import google_crc32c
-import numpy as np
 
 from ifskeras.records.naming import SPLITS, parse_shard_filename
 
@@ -47,12 +46,6 @@ __all__ = [
     "EmptySplitError",
     "ShardInfo",
     "Manifest",
-    "encode_example",
-    "decode_example",
-    "decode_galaxy",
-    "iter_tfrecord",
-    "frame_record",
-    "masked_crc32c",
     "load_manifest",
     "manifest_checksum",
     "read_index",
@@ -99,229 +92,6 @@ class MissingShardError(RecordsError):
 
 class EmptySplitError(RecordsError):
     """The requested split holds no examples."""
-
-
-# ----------------------------------------------------------------------------- examples
-
-def encode_example(
-    plateifu: str,
-    flux: np.ndarray,
-    ivar: np.ndarray,
-    valid: np.ndarray,
-    *,
-    label: str = "",
-    ra: float = float("nan"),
-    dec: float = float("nan"),
-) -> bytes:
-    """Serialized ``tf.train.Example`` of one galaxy (schema v1), deterministic bytes.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> maps = np.zeros((2, 4, 4), np.float32)
-    >>> blob = encode_example("7815-3702", maps, maps, maps > 0, ra=1.0, dec=2.0)
-    >>> decode_galaxy(blob, (2, 4, 4))["id"]
-    '7815-3702'
-    """
-    flux = np.asarray(flux)
-    if not flux.shape == np.shape(ivar) == np.shape(valid):
-        raise ValueError(
-            f"flux, ivar and valid must have one shape. Received: {flux.shape}, "
-            f"{np.shape(ivar)}, {np.shape(valid)}"
-        )
-    features = {
-        "dec": _float_feature(dec),
-        "flux": _bytes_feature(np.ascontiguousarray(flux, dtype="<f4").tobytes()),
-        "id": _bytes_feature(plateifu.encode()),
-        "ivar": _bytes_feature(np.ascontiguousarray(ivar, dtype="<f4").tobytes()),
-        "label": _bytes_feature(label.encode()),
-        "ra": _float_feature(ra),
-        "valid": _bytes_feature(np.ascontiguousarray(valid, dtype=np.uint8).tobytes()),
-    }
-    entries = b"".join(
-        _field(1, _field(1, key.encode()) + _field(2, value)) for key, value in sorted(features.items())
-    )
-    return _field(1, entries)
-
-
-def decode_example(serialized: bytes) -> dict[str, list]:
-    """Features of any serialized ``tf.train.Example``: name -> list of bytes, floats or ints."""
-    view = memoryview(serialized)
-    features: dict[str, list] = {}
-    for number, _, example_field in _iter_fields(view):
-        if number != 1:
-            continue
-        for entry_number, _, entry in _iter_fields(example_field):
-            if entry_number != 1:
-                continue
-            key, feature = None, memoryview(b"")
-            for part_number, _, part in _iter_fields(entry):
-                if part_number == 1:
-                    key = bytes(part).decode()
-                elif part_number == 2:
-                    feature = part
-            if key is not None:
-                features[key] = _decode_feature(feature)
-    return features
-
-
-def decode_galaxy(serialized: bytes, shape: tuple[int, int, int]) -> dict:
-    """One schema-v1 example as numpy: ``flux``, ``ivar`` float32 and ``valid`` bool [L, S, S]."""
-    features = decode_example(serialized)
-    missing = [key for key in FEATURES if key not in features]
-    if missing:
-        raise RecordsError(f"record lacks features {missing}; schema v1 needs {list(FEATURES)}")
-    n_values = int(np.prod(shape))
-
-    def array(key: str, dtype: str) -> np.ndarray:
-        raw = features[key][0]
-        values = np.frombuffer(raw, dtype=dtype)
-        if values.size != n_values:
-            raise RecordsError(
-                f"feature {key!r} holds {values.size} values, shape {list(shape)} needs {n_values}"
-            )
-        return values.reshape(shape)
-
-    return {
-        "id": features["id"][0].decode(),
-        "flux": array("flux", "<f4").astype(np.float32),
-        "ivar": array("ivar", "<f4").astype(np.float32),
-        "valid": array("valid", "u1").astype(bool),
-        "label": features["label"][0].decode() if features["label"] else "",
-        "ra": float(features["ra"][0]),
-        "dec": float(features["dec"][0]),
-    }
-
-
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's checksum: CRC-32C, rotated right by 15 bits, plus a constant."""
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def frame_record(data: bytes) -> tuple[bytes, bytes]:
-    """TFRecord framing of one record: (header, footer) to write around ``data``.
-
-    header = uint64 length + masked CRC of those 8 bytes; footer = masked CRC of data
-    (all little-endian), exactly what ``tf.io.TFRecordWriter`` writes.
-    """
-    length = struct.pack("<Q", len(data))
-    return length + struct.pack("<I", masked_crc32c(length)), struct.pack("<I", masked_crc32c(data))
-
-
-def iter_tfrecord(path: str | Path, compression: str | None = None) -> Iterator[bytes]:
-    """Records of a TFRecord file, read in pure Python with their CRCs checked.
-
-    Raises
-    ------
-    RecordsError
-        A truncated record or a checksum that does not match (the file and record
-        number are named).
-    """
-    opener = gzip.open if compression == "gzip" else open
-    with opener(path, "rb") as stream:
-        number = 0
-        while True:
-            header = stream.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                raise RecordsError(f"{path}: truncated record header (record {number})")
-            if struct.unpack("<I", header[8:])[0] != masked_crc32c(header[:8]):
-                raise RecordsError(f"{path}: record {number}: length checksum mismatch (corrupted file)")
-            (length,) = struct.unpack("<Q", header[:8])
-            data = stream.read(length)
-            footer = stream.read(4)
-            if len(data) < length or len(footer) < 4:
-                raise RecordsError(f"{path}: truncated record (record {number})")
-            if struct.unpack("<I", footer)[0] != masked_crc32c(data):
-                raise RecordsError(f"{path}: record {number}: data checksum mismatch (corrupted file)")
-            number += 1
-            yield data
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
-
-
-def _bytes_feature(value: bytes) -> bytes:
-    return _field(1, _field(1, value))
-
-
-def _float_feature(value: float) -> bytes:
-    return _field(2, _field(1, struct.pack("<f", value)))
-
-
-def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(view):
-            raise RecordsError("malformed protobuf: truncated varint")
-        byte = view[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _iter_fields(view: memoryview):
-    pos = 0
-    while pos < len(view):
-        tag, pos = _read_varint(view, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _read_varint(view, pos)
-        elif wire == 1:
-            value, pos = view[pos:pos + 8], pos + 8
-        elif wire == 2:
-            length, pos = _read_varint(view, pos)
-            value, pos = view[pos:pos + length], pos + length
-        elif wire == 5:
-            value, pos = view[pos:pos + 4], pos + 4
-        else:
-            raise RecordsError(f"malformed protobuf: wire type {wire}")
-        if pos > len(view):
-            raise RecordsError("malformed protobuf: field runs past the end")
-        yield number, wire, value
-
-
-def _decode_feature(view: memoryview) -> list:
-    values: list = []
-    for kind, _, payload in _iter_fields(view):
-        for number, wire, value in _iter_fields(payload):
-            if number != 1:
-                continue
-            if kind == 1:
-                values.append(bytes(value))
-            elif kind == 2:
-                values.extend(np.frombuffer(bytes(value), "<f4").tolist())
-            elif kind == 3:
-                if wire == 2:
-                    inner, pos = memoryview(bytes(value)), 0
-                    while pos < len(inner):
-                        number_value, pos = _read_varint(inner, pos)
-                        values.append(_signed(number_value))
-                else:
-                    values.append(_signed(value))
-    return values
-
-
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 # ----------------------------------------------------------------------------- manifest
@@ -506,8 +276,3 @@ def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Received: {split!r}")
     return split
-
-
-def finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: store missing coordinates as null."""
-    return None if value is None or not math.isfinite(value) else float(value)

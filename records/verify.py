@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ifskeras.common.files import sha256_file
+from ifskeras.records.codec import decode_galaxy
 from ifskeras.records.naming import SPLITS, TEMP_SUFFIX, parse_shard_filename
 from ifskeras.records.schema import (
     INDEX_NAME,
     RecordsError,
-    decode_galaxy,
     load_manifest,
     read_index,
 )

@@ -4,6 +4,8 @@ import csv
 import errno
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from records_helpers import (  # noqa: F401  (fixtures)
 
 from ifskeras.survey.maps import read_maps
 from ifskeras.survey.preprocess import to_grid
+from ifskeras.survey.synth import make_survey
 from ifskeras.records import (
     ConvertError,
     ConvertOptions,
@@ -309,3 +312,28 @@ def test_peek_matches_the_reader_on_odd_headers(tmp_path):
     write_maps(unnamed, "")
     assert convert_module.peek_plateifu(unnamed) == read_maps(unnamed).plateifu == "12-34"
     assert os.path.getsize(unnamed) > 0
+
+
+def test_workers_do_not_rerun_the_calling_script(tmp_path):
+    """A user's script converting with jobs=2: its top level runs once, not once per worker.
+
+    Spawned and forkserver workers re-import ``__main__`` from its file unless the
+    converter hides it while the pool starts (``records.workers._main_module_hidden``).
+    """
+    survey = tmp_path / "maps"
+    make_survey(survey, 4, seed=1)
+    marker = tmp_path / "top-level-runs.txt"
+    script = tmp_path / "convert_script.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        f"with open({str(marker)!r}, 'a') as stream:\n"
+        "    stream.write('ran\\n')\n"
+        "from ifskeras.records import ConvertOptions, convert_maps\n"
+        "if __name__ == '__main__':\n"
+        f"    result = convert_maps([{str(survey)!r}], {str(tmp_path / 'records')!r},\n"
+        "                          ConvertOptions(size=16, val_fraction=0.25), jobs=2)\n"
+        "    assert result.converted == 4, result\n"
+    )
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert marker.read_text() == "ran\n"

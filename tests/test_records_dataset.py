@@ -64,9 +64,9 @@ def test_parse_batch_directly_and_in_dataset_map():
 @pytest.mark.parametrize("compression", [None, "gzip"])
 def test_shard_writer_writes_what_tensorflow_reads(tmp_path, compression):
     """The converter frames records without TensorFlow; TF's own writer and reader agree."""
-    from ifskeras.records.convert import _ShardWriter
+    from ifskeras.records.shards import _ShardWriter
     from ifskeras.common.files import sha256_file
-    from ifskeras.records.schema import iter_tfrecord
+    from ifskeras.records.tfrecord import iter_tfrecord
 
     blobs = [item[0] for item in _blobs(3)] + [b""]
     writer = _ShardWriter(tmp_path, "ours.tfrecord", compression)

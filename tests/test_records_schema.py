@@ -24,8 +24,9 @@ from ifskeras.records import (
     shard_filename,
     split_of,
 )
+from ifskeras.records.codec import decode_example
 from ifskeras.records.naming import SPLITS, part_of, stable_fraction
-from ifskeras.records.schema import decode_example, iter_tfrecord
+from ifskeras.records.tfrecord import iter_tfrecord
 
 
 def _galaxy(shape=(3, 4, 4), seed=0):
@@ -38,7 +39,8 @@ def _galaxy(shape=(3, 4, 4), seed=0):
 
 
 def test_iter_tfrecord_checks_both_checksums(tmp_path):
-    from ifskeras.records.schema import RecordsError, frame_record
+    from ifskeras.records.schema import RecordsError
+    from ifskeras.records.tfrecord import frame_record
 
     blob = b"galaxy bytes" * 10
     header, footer = frame_record(blob)
