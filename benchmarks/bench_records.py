@@ -119,7 +119,7 @@ def _measure_reader(records: Path, paths: list[Path], *, size: int, batch_size: 
     from ifskeras.learning.augment import GalaxyAugment
     from ifskeras.learning.config import TrainConfig
     from ifskeras.records import load_manifest, make_dataset
-    from ifskeras.learning.train import available_memory_bytes, decide_cache
+    from ifskeras.learning.cache import available_memory_bytes, decide_cache
 
     manifest = load_manifest(records)
     n = manifest.examples("train")

@@ -22,6 +22,10 @@ things timed alternately in one process (see ``common.py``):
 4. ``jit`` (information): the augmented train step with and without XLA at 16, 32
    (and 64) pixels, interleaved; ``fit`` with ``jit_compile=True`` is also tried at
    the smallest size (each fit normalised by interleaved plain-Keras epochs).
+5. ``determinism`` (decides ``TrainConfig.deterministic``'s default): ``fit`` with and
+   without ``enable_op_determinism``. The switch is process-wide and irreversible, so
+   each side runs in fresh processes, alternated on, off, on, off...; each process
+   reports the median samples/s of its epochs after the first (tracing).
 
 Run: ``python benchmarks/bench_training.py [--quick]``.
 """
@@ -208,38 +212,27 @@ def fit_vs_plain(records: Path, config, *, steps: int, pairs: int, run_dir: Path
 # ----------------------------------------------------------------------------- 2. pipeline vs model step
 
 def _train_step_functions(model, augment, optimizer, batch_size, *, jit=False):
-    """The train step of ``ifskeras.learning.train`` without the strategy: with and without augmentation.
+    """``fit``'s own per-replica train step (``ifskeras.learning.steps``) without a strategy,
+    as ``step(flux, ivar, valid, seed) -> loss``: without and with augmentation.
 
     With ``jit``, as ``fit(jit_compile=True)`` does, only the forward and backward pass
     (losses and gradients) is XLA-compiled; augmentation and the optimizer update are not.
     """
     import tensorflow as tf
 
-    def losses_and_gradients(flux, ivar, valid, seed):
-        with tf.GradientTape() as tape:
-            losses = model.per_example_losses(flux, ivar, valid, training=True, seed=seed)
-            loss = tf.nn.compute_average_loss(losses["loss"], global_batch_size=batch_size)
-            scaled = optimizer.scale_loss(loss)
-        return loss, tape.gradient(scaled, model.trainable_variables)
+    from ifskeras.learning.steps import replica_train_step
 
-    if jit:
-        losses_and_gradients = tf.function(losses_and_gradients, jit_compile=True)
+    def build(augment_inputs: bool):
+        body = replica_train_step(model, optimizer, augment, global_batch=batch_size, run_seed=0,
+                                  jit_compile=jit, augment_inputs=augment_inputs)
 
-    def apply(flux, ivar, valid, seed):
-        loss, gradients = losses_and_gradients(flux, ivar, valid, seed)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
+        @tf.function
+        def step(flux, ivar, valid, seed):
+            return body({"flux": flux, "ivar": ivar, "valid": valid}, seed[1])["loss"]
 
-    @tf.function
-    def step(flux, ivar, valid, seed):
-        return apply(flux, ivar, valid, seed)
+        return step
 
-    @tf.function
-    def step_augmented(flux, ivar, valid, seed):
-        flux, ivar, valid = augment(flux, ivar, valid, training=True, seed=seed)
-        return apply(flux, ivar, valid, seed[::-1])
-
-    return step, step_augmented
+    return build(False), build(True)
 
 
 def _build_for_step(model_config, *, num_lines, size, precision="float32"):
@@ -368,6 +361,7 @@ def loop_attribution(records: Path, config, *, steps: int, repeats: int) -> dict
 
     from ifskeras.learning.augment import GalaxyAugment
     from ifskeras.learning.models import build_model
+    from ifskeras.learning.steps import distributed_train_step, replica_train_step
     from ifskeras.records import load_manifest, make_dataset
 
     manifest = load_manifest(records)
@@ -396,7 +390,6 @@ def loop_attribution(records: Path, config, *, steps: int, repeats: int) -> dict
         float(logs["plain_loss"])
         return steps * batch
 
-    names = ("loss", "reconstruction_loss") + (("kl_loss",) if config.model.kind == "vae" else ())
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
 
     def ifskeras_loop(make):
@@ -407,22 +400,8 @@ def loop_attribution(records: Path, config, *, steps: int, repeats: int) -> dict
             optimizer.build(model.trainable_variables)
         augment = GalaxyAugment.from_augment_config(config.augment)
         iterator = iter(strategy.distribute_datasets_from_function(lambda context: make()))
-
-        def step_fn(data, step):
-            seed = tf.stack([tf.constant(config.train.seed, tf.int32), tf.cast(step, tf.int32)])
-            flux, ivar, valid = augment(data["flux"], data["ivar"], data["valid"], training=True, seed=seed)
-            with tf.GradientTape() as tape:
-                losses = model.per_example_losses(flux, ivar, valid, training=True, seed=seed[::-1])
-                loss = tf.nn.compute_average_loss(losses["loss"], global_batch_size=batch)
-                scaled = optimizer.scale_loss(loss)
-            gradients = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            return {n: tf.nn.compute_average_loss(losses[n], global_batch_size=batch) for n in names}
-
-        @tf.function
-        def train_step(iterator, step):
-            out = strategy.run(step_fn, args=(next(iterator), step))
-            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in out.items()}
+        train_step = distributed_train_step(strategy, replica_train_step(
+            model, optimizer, augment, global_batch=batch, run_seed=config.train.seed))
 
         counter = [0]
 
@@ -547,11 +526,44 @@ def step_jit(config, *, size: int, num_lines: int, steps: int, repeats: int) -> 
     }
 
 
+# ----------------------------------------------------------------------------- 5. determinism
+
+_DETERMINISM_CHILD = """
+import json, statistics, sys
+from ifskeras.learning.config import RunConfig
+from ifskeras.learning.train import fit
+config = RunConfig.from_dict(json.loads(sys.argv[3]))
+result = fit(sys.argv[1], sys.argv[2], config, overwrite=True, export=False, progress=False)
+rates = [row["samples_per_second"] for row in result.history[1:]]
+print(json.dumps({"samples_per_s": statistics.median(rates)}))
+"""
+
+
+def determinism_cost(records: Path, config, *, steps: int, epochs: int, rounds: int, run_dir: Path) -> dict:
+    """``fit`` samples/s with op determinism over without, fresh processes alternated."""
+    import json
+
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    for _ in range(rounds):
+        for name, flag in (("on", True), ("off", False)):
+            run_config = config.override(train={"deterministic": flag, "epochs": epochs + 1, "steps_per_epoch": steps,
+                                                "early_stopping_patience": 0})
+            out = common.run_child(["-c", _DETERMINISM_CHILD, str(records), str(run_dir / name),
+                                    json.dumps(run_config.to_dict())])
+            rates[name].append(out["samples_per_s"])
+    return {
+        **common.ratio_summary(rates["on"], rates["off"]),
+        "samples_per_s": {name: [round(r, 2) for r in values] for name, values in rates.items()},
+        "what": f"{config.model.kind}, batch {config.train.batch_size}, {steps} steps x {epochs} measured epochs per "
+                f"process, {rounds} alternated process pairs; < 1 means determinism costs speed (CPU only)",
+    }
+
+
 # ----------------------------------------------------------------------------- main
 
 #: --skip option -> the results section it leaves out.
 _SECTIONS = {"fit": "fit_vs_plain", "pipeline": "pipeline_vs_model", "attribution": "loop_attribution",
-             "variants": "variants", "jit": "jit"}
+             "variants": "variants", "jit": "jit", "determinism": "determinism"}
 
 
 def main(argv=None) -> dict:
@@ -675,6 +687,15 @@ def main(argv=None) -> dict:
             rows.append(common.row(f"training: XLA / no XLA train step (AE, 19x{size}x{size}, batch 8)", out["ratio"],
                                    note=f"information; first call (trace/compile) {first['jit']} s with XLA vs "
                                         f"{first['nojit']} s without"))
+    if "determinism" not in args.skip:
+        size = min(sizes)
+        common.log(f"op determinism on / off, fresh processes: AE {size}x{size}")
+        out = determinism_cost(records[size], base, steps=steps, epochs=2 if quick else 3,
+                               rounds=2 if quick else 3, run_dir=work / "determinism")
+        results["determinism"] = {f"ae_{size}": out}
+        common.log(f"  on/off {out['ratio']} ({out['ratios']})")
+        rows.append(common.row(f"training: fit with op determinism / without (AE, 19x{size}x{size})", out["ratio"],
+                               note=f"decides the default; range {out['ratio_min']}-{out['ratio_max']}, CPU"))
     mode = "quick" if quick else "full"
     previous = common.RESULTS_DIR / "training.json"
     if args.merge and previous.exists():
@@ -687,7 +708,8 @@ def main(argv=None) -> dict:
             if section in _SECTIONS.values():
                 results[section] = {**value, **results.get(section, {})}
         rows = [row for row in old.get("rows", []) if row["name"] not in names] + rows
-        order = ["fit / plain", "pipeline / model", "with augmentation", "diagnosis", "VAE / AE", "bfloat16", "jit", "XLA"]
+        order = ["fit / plain", "pipeline / model", "with augmentation", "diagnosis", "VAE / AE", "bfloat16", "jit", "XLA",
+                 "determinism"]
         rows.sort(key=lambda row: next((i for i, key in enumerate(order) if key in row["name"]), len(order)))
         # Each section kept from an earlier run keeps the date of the run that measured it.
         kept = dict(old.get("section_dates", {}))

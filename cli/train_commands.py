@@ -8,23 +8,12 @@ from typing import Optional
 
 import typer
 
+from ifskeras.learning.config import MODEL_KINDS, PRECISIONS, STRATEGIES
 
-class ModelKind(str, Enum):
-    ae = "ae"
-    vae = "vae"
-
-
-class StrategyName(str, Enum):
-    auto = "auto"
-    one = "one"
-    mirrored = "mirrored"
-    multiworker = "multiworker"
-
-
-class Precision(str, Enum):
-    float32 = "float32"
-    mixed_float16 = "mixed_float16"
-    mixed_bfloat16 = "mixed_bfloat16"
+# The choice lists are defined once, in the config; the CLI only presents them.
+ModelKind = Enum("ModelKind", {name: name for name in MODEL_KINDS}, type=str)
+StrategyName = Enum("StrategyName", {name: name for name in STRATEGIES}, type=str)
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)
 
 
 def fit(
@@ -45,7 +34,9 @@ def fit(
     cache: Optional[bool] = typer.Option(
         None, "--cache/--no-cache",
         help="Keep the records in memory after the first epoch (default: when they fit in a quarter of the available memory)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume",
+        help="Continue a run from its last checkpoint; --epochs, --cache, --strategy and --jit may change, other options must match the run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -74,12 +65,14 @@ def fit(
     except (ValueError, RecordsError, TrainingError) as error:  # ConfigError is a ValueError
         typer.secho(f"error: {error}", fg="red", err=True)
         raise typer.Exit(1) from None
+    for change in result.resume_changes:
+        typer.echo(f"resumed with {change}")
     last = result.history[-1] if result.history else {}
     typer.echo(f"records {'kept in memory after the first epoch' if result.records_cached else 'read from disk every epoch'}"
                f" ({result.cache_reason})")
     typer.echo(
         f"trained {result.epochs_completed} epochs (best epoch {result.best_epoch}, "
-        f"best loss {result.best_val_loss:.5f}{', stopped early' if result.stopped_early else ''}); "
+        f"best val objective {result.best_objective:.5f}{', stopped early' if result.stopped_early else ''}); "
         f"last epoch {last.get('samples_per_second', float('nan')):.1f} samples/s"
     )
     if result.export_path:

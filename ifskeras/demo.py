@@ -104,7 +104,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, fr
         fitted = fit_run(records, run, config, overwrite=True, progress=progress)
         last = fitted.history[-1]
         say(f"  {fitted.epochs_completed} epochs, best epoch {fitted.best_epoch}, "
-            f"val loss {fitted.best_val_loss:.4f}, {last['samples_per_second']:.0f} samples/s")
+            f"val objective {fitted.best_objective:.4f}, {last['samples_per_second']:.0f} samples/s")
 
     def score() -> None:
         from ifskeras.discovery.score import score_records

@@ -70,6 +70,7 @@ def make_dataset(
     input_pipeline_id: int = 0,
     drop_remainder: bool | None = None,
     with_ivar: bool = True,
+    shard_by: str = "file",
 ) -> tf.data.Dataset:
     """Batched ``tf.data.Dataset`` of one split.
 
@@ -94,9 +95,15 @@ def make_dataset(
     cache : bool
         Keep the serialized records in memory after the first pass.
     num_input_pipelines, input_pipeline_id : int
-        Read only every ``num_input_pipelines``-th shard file, starting at
-        ``input_pipeline_id`` (from ``tf.distribute.InputContext``); needs at least
-        that many non-empty shards (``ifskeras convert --min-shards``).
+        This pipeline's part of the split (from ``tf.distribute.InputContext``): see
+        ``shard_by``.
+    shard_by : {'file', 'example'}
+        How the split is divided between input pipelines. ``'file'`` (training) reads
+        every ``num_input_pipelines``-th shard file starting at ``input_pipeline_id``
+        and needs at least that many non-empty shards (``ifskeras convert
+        --min-shards``). ``'example'`` (validation) reads every shard and keeps every
+        ``num_input_pipelines``-th example: the pipelines together see each example
+        exactly once, however few shards the split has.
     drop_remainder : bool, optional
         Defaults to ``training``.
     with_ivar : bool
@@ -132,6 +139,8 @@ def make_dataset(
             "need num_input_pipelines >= 1 and 0 <= input_pipeline_id < num_input_pipelines. "
             f"Received: {num_input_pipelines}, {input_pipeline_id}"
         )
+    if shard_by not in ("file", "example"):
+        raise ValueError(f"shard_by must be 'file' or 'example'. Received: {shard_by!r}")
     if isinstance(repeat, bool):
         repeat = -1 if repeat else 1
     if repeat is not None and not (repeat == -1 or repeat >= 1):
@@ -141,14 +150,17 @@ def make_dataset(
               if info.examples > 0]
     if not shards:
         raise EmptySplitError(f"{records_dir}: split {split!r} has no examples")
-    if num_input_pipelines > 1:
+    examples = sum(info.examples for _, info in shards)
+    if num_input_pipelines > 1 and shard_by == "example":
+        examples = len(range(input_pipeline_id, examples, num_input_pipelines))
+    elif num_input_pipelines > 1:
         if len(shards) < num_input_pipelines:
             raise RecordsError(
                 f"{records_dir}: split {split!r} has {len(shards)} non-empty shards, fewer than "
                 f"{num_input_pipelines} input pipelines; convert again with --min-shards {num_input_pipelines}"
             )
         shards = shards[input_pipeline_id::num_input_pipelines]
-    examples = sum(info.examples for _, info in shards)
+        examples = sum(info.examples for _, info in shards)
     drop_remainder = training if drop_remainder is None else drop_remainder
     if repeat is None:
         repeat = -1 if training else 1
@@ -171,6 +183,8 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=deterministic,
     )
+    if num_input_pipelines > 1 and shard_by == "example":
+        dataset = dataset.shard(num_input_pipelines, input_pipeline_id)
     if cache:
         dataset = dataset.cache()
     if training:

@@ -66,7 +66,6 @@ def test_build_model_kind_and_attributes(kind, cls):
         ({"scaling": "sqrt"}, "Received: kind='sqrt'"),
         ({"softening": 0.0}, "Received: softening=0.0"),
         ({"beta": -1.0}, "Received: beta=-1.0"),
-        ({"downsampling": "dilate"}, "Received: downsampling='dilate'"),
     ],
 )
 def test_bad_arguments(kwargs, message):
@@ -81,13 +80,6 @@ def test_other_sizes(size, filters):
     flux = tf.ones((1, 2, size, size, 1))
     assert model(flux).shape == (1, 2, size, size, 1)
     assert model.score(flux, flux)["line_error"].shape == (1, 2)
-
-
-def test_pool_downsampling_shapes(galaxies):
-    flux, _, valid = galaxies
-    model = ConvLSTMAutoencoder(LINES, SIZE, downsampling="pool", **TINY)
-    assert model(flux).shape == flux.shape
-    assert model.encode(flux)["latent_mean"].shape == (BATCH, 4)
 
 
 # ---------------------------------------------------------------- interface

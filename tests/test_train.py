@@ -21,6 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 from ifskeras.learning.config import smoke_config  # noqa: E402
 from ifskeras.learning.train import TrainingDivergedError, TrainingError, fit, read_history  # noqa: E402
+from ifskeras.records import load_manifest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,7 @@ def test_small_records_are_cached_unless_told_not_to(trained_ae, trained_vae):
 
 def test_decide_cache(tiny_records):
     from ifskeras.records import load_manifest
-    from ifskeras.learning.train import decide_cache
+    from ifskeras.learning.cache import decide_cache
 
     manifest = load_manifest(tiny_records)
     n_train = manifest.examples("train")
@@ -250,7 +251,8 @@ from ifskeras.learning.train import fit
 config = smoke_config("vae").override(train={"epochs": 2, "strategy": "mirrored", "batch_size": 4})
 result = fit(sys.argv[1], sys.argv[2], config, progress=False)
 prov = json.load(open(sys.argv[2] + "/provenance.json"))
-print(json.dumps({"replicas": prov["num_replicas"], "loss": [r["loss"] for r in result.history]}))
+print(json.dumps({"replicas": prov["num_replicas"], "loss": [r["loss"] for r in result.history],
+                  "val_examples": [r["val_examples"] for r in result.history]}))
 """
 
 
@@ -263,6 +265,9 @@ def test_mirrored_strategy_over_two_logical_cpus(tiny_records, tmp_path):
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
     assert summary["replicas"] == 2
     assert all(np.isfinite(summary["loss"]))
+    # Each replica takes every other val batch; the last replica may get an empty one.
+    n_val = load_manifest(tiny_records).examples("val")
+    assert summary["val_examples"] == [n_val, n_val]
     assert (tmp_path / "run/model/saved_model.pb").exists()
 
 
@@ -304,6 +309,9 @@ def test_multiworker_two_local_workers_end_identical(tiny_records, tmp_path):
         np.testing.assert_array_equal(chief.get_tensor(name), worker.get_tensor(name))
     provenance = json.loads((run / "provenance.json").read_text())
     assert provenance["num_workers"] == 2 and provenance["strategy"] == "multiworker"
+    # The val split is divided by example between the workers: together they score it once.
+    n_val = load_manifest(tiny_records).examples("val")
+    assert [row["val_examples"] for row in read_history(run)] == [n_val, n_val]
 
 
 @pytest.mark.long

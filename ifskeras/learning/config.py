@@ -108,7 +108,7 @@ class TrainConfig:
     shuffle_buffer: int = 512
     steps_per_epoch: int | None = None
     # Keep the serialized records in memory after their first pass: None decides from
-    # their size and the available memory (ifskeras.learning.train.decide_cache).
+    # their size and the available memory (ifskeras.learning.cache.decide_cache).
     cache: bool | None = None
     # Bit-identical CPU runs for a seed; GPU users may trade this for speed.
     deterministic: bool = True

@@ -127,7 +127,11 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
         model = build_model(config.model, num_lines=num_lines, size=size)
         model(tf.zeros([1, num_lines, size, size, 1]), training=False)
         model.load_weights(str(weights))
+    # The same metadata as the export at the end of ``fit``: records and the run's config.
     extra = {"records_manifest_sha256": provenance.get("records_manifest_sha256")}
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        extra["run_config"] = json.loads(config_path.read_text())
     return export_model(model, out_dir, lines=provenance["lines"], size=provenance["shape"][1], extra=extra)
 
 

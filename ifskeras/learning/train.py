@@ -1,54 +1,39 @@
-"""Training: one custom loop for every tf.distribute strategy, with checkpoints and resume.
+"""Training: ``fit``, one custom loop for every tf.distribute strategy, with checkpoints and resume.
 
 The loop is ``strategy.run`` over a distributed dataset with
 ``tf.nn.compute_average_loss(..., global_batch_size=...)``, the pattern that works on
 one device, MirroredStrategy and MultiWorkerMirroredStrategy alike (Keras 3 ``fit``
-does not run multi-worker). Augmentation and VAE sampling take stateless seeds built
-from (run seed, step, global replica id), so replicas never draw the same numbers and
-a CPU run with a fixed seed is bit-for-bit repeatable.
+does not run multi-worker). Its steps live in :mod:`ifskeras.learning.steps`, the run
+directory in :mod:`ifskeras.learning.rundir`, the cache decision in
+:mod:`ifskeras.learning.cache`.
+
+Each epoch ends with one pass over the whole val split, every galaxy once (sharded by
+example across workers, partial batches weighted by their real size). Early stopping
+and the best checkpoint follow ``val_objective`` (see
+:func:`~ifskeras.learning.steps.validation_objective`), which does not move with the
+VAE's KL warm-up.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
-import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from ifskeras import __version__
-from ifskeras.learning.config import RunConfig
 from ifskeras.common.progress import progress_bar
+from ifskeras.learning import rundir
+from ifskeras.learning.cache import available_memory_bytes, decide_cache
+from ifskeras.learning.config import RunConfig
+from ifskeras.learning.errors import TrainingDivergedError, TrainingError
+from ifskeras.learning.rundir import read_history
 
-__all__ = [
-    "FitResult", "TrainingError", "TrainingDivergedError", "fit", "read_history",
-    "decide_cache", "available_memory_bytes", "CACHE_MEMORY_FRACTION",
-]
-
-HISTORY_FIELDS = (
-    "epoch", "loss", "reconstruction_loss", "kl_loss", "val_loss", "val_reconstruction_loss",
-    "val_kl_loss", "learning_rate", "beta", "seconds", "samples_per_second",
-)
-_STATE_FILE = "train_state.json"
-#: Share of the memory available at the start that ``cache=None`` lets the records fill.
-CACHE_MEMORY_FRACTION = 0.25
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or continue; the message says why and what to do."""
-
-
-class TrainingDivergedError(TrainingError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+__all__ = ["FitResult", "TrainingError", "TrainingDivergedError", "fit", "read_history"]
 
 
 @dataclass
@@ -56,7 +41,8 @@ class FitResult:
     run_dir: Path
     epochs_completed: int
     best_epoch: int
-    best_val_loss: float
+    #: ``val_objective`` of the best epoch (the train objective without a val split).
+    best_objective: float
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
     model_path: Path | None = None
@@ -64,6 +50,8 @@ class FitResult:
     #: Whether the records were kept in memory after the first pass, and why.
     records_cached: bool = False
     cache_reason: str = ""
+    #: On resume, the settings changed from the stored run ("train.epochs: 3 -> 5").
+    resume_changes: list[str] = field(default_factory=list)
 
 
 def fit(
@@ -89,22 +77,31 @@ def fit(
     config : RunConfig
         Model, training and augmentation settings.
     resume : bool
-        Continue an interrupted run from its last checkpoint (same epoch count, same
-        optimizer state). The run's stored config is used; only ``config.train.epochs``
-        is taken from the argument, so a finished run can be extended. The records must
-        be the ones the run started with.
+        Continue an interrupted or finished run from its last checkpoint, with its
+        optimizer state, on the records it started with. ``config`` must equal the
+        stored config except in the fields of
+        :data:`~ifskeras.learning.rundir.RESUME_CHANGEABLE` (epochs, cache, strategy,
+        jit_compile, deterministic, early_stopping_patience), which are applied and
+        listed in ``FitResult.resume_changes``; any other difference is refused.
     overwrite : bool
         Delete an existing run directory first.
 
     The serialized records are kept in memory after their first pass when
     ``config.train.cache`` is True or, when it is None, when they fit in a quarter of
-    the available memory (:func:`decide_cache`); ``FitResult.records_cached`` and
-    provenance.json record the decision and its reason.
+    the available memory (:func:`~ifskeras.learning.cache.decide_cache`);
+    ``FitResult.records_cached`` and provenance.json record the decision and its reason.
+
+    ``config.train.deterministic`` (the default) calls
+    ``tf.config.experimental.enable_op_determinism()``, which holds for the rest of
+    the process and cannot be undone: later TensorFlow work in the same process runs
+    deterministically too.
     """
     from ifskeras.learning.augment import GalaxyAugment
     from ifskeras.learning.distribute import make_strategy
     from ifskeras.learning.models import build_model
     from ifskeras.learning.models.layers import check_architecture
+    from ifskeras.learning.steps import distributed_train_step, loss_names, make_evaluator, replica_train_step
+    from ifskeras.learning.steps import validation_objective
     from ifskeras.records import load_manifest, make_dataset, manifest_checksum, verify_records
 
     records_dir = Path(records_dir)
@@ -113,9 +110,9 @@ def fit(
     # Every shard's sha256 against the manifest: a corrupted shard is refused, not learned.
     verify_records(records_dir, checksums=True).raise_if_failed()
     records_sha256 = manifest_checksum(records_dir)
-    config = _resolve_config(run_dir, config, resume=resume)
     if resume:
-        _check_same_records(run_dir, records_dir, records_sha256)
+        rundir.check_same_records(run_dir, records_dir, records_sha256)
+    config, resume_changes = rundir.resolve_config(run_dir, config, resume=resume)
     info = make_strategy(config.train.strategy)
     train_cfg, model_cfg = config.train, config.model
     num_lines, size = int(manifest.shape[0]), int(manifest.shape[1])
@@ -137,17 +134,15 @@ def fit(
     except ValueError as error:
         raise TrainingError(f"{records_dir} holds {size}x{size} maps that this model cannot take: {error}") from None
     steps_per_epoch = train_cfg.steps_per_epoch or n_train // global_batch
-    val_steps = math.ceil(n_val / global_batch) if n_val else 0
     cache, cache_reason = decide_cache(
         manifest, train_cfg.cache, num_workers=info.num_workers,
         examples_read=train_cfg.epochs * steps_per_epoch * global_batch,
         available_bytes=available_memory_bytes(),
     )
     # Only now, with every check passed, does the run directory change.
-    _create_run_dir(run_dir, config, resume=resume, overwrite=overwrite, is_chief=info.is_chief)
-
+    rundir.create_run_dir(run_dir, config, resume=resume, overwrite=overwrite, is_chief=info.is_chief)
     if info.is_chief:
-        _write_json(run_dir / "provenance.json", {
+        rundir.write_provenance(run_dir, {
             "records_dir": str(records_dir.resolve()),
             "records_manifest_sha256": records_sha256,
             "lines": list(manifest.lines),
@@ -157,7 +152,7 @@ def fit(
             "num_workers": info.num_workers,
             "records_cached": cache,
             "cache_reason": cache_reason,
-            "versions": package_versions(),
+            "resume_changes": resume_changes,
         })
 
     keras.utils.set_random_seed(train_cfg.seed)
@@ -169,14 +164,8 @@ def fit(
         with info.strategy.scope():
             model = build_model(model_cfg, num_lines=num_lines, size=size)
             model(tf.zeros([1, num_lines, size, size, 1]), training=False)
-            augment = GalaxyAugment(
-                dihedral=config.augment.dihedral,
-                max_rotation_degrees=config.augment.max_rotation_degrees,
-                max_translation_pixels=config.augment.max_translation_pixels,
-                ivar_noise=config.augment.ivar_noise,
-            )
-            schedule = _learning_rate_schedule(train_cfg, steps_per_epoch)
-            optimizer = keras.optimizers.Adam(learning_rate=schedule)
+            augment = GalaxyAugment.from_augment_config(config.augment)
+            optimizer = keras.optimizers.Adam(learning_rate=_learning_rate_schedule(train_cfg, steps_per_epoch))
             if train_cfg.precision == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(model.trainable_variables)
@@ -187,11 +176,10 @@ def fit(
         if not info.is_chief:  # every worker must save (collectives), only the chief keeps it
             checkpoint_dir = run_dir / "workers" / f"worker-{info.worker_index}" / "checkpoints"
         manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_dir), max_to_keep=2)
-        state = {"best_val_loss": math.inf, "best_epoch": -1, "wait": 0}
+        state = rundir.read_state(run_dir) if resume else rundir.new_state()
         history: list[dict] = []
         if resume and manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).expect_partial()
-            state = json.loads((run_dir / _STATE_FILE).read_text()) if (run_dir / _STATE_FILE).exists() else state
             history = read_history(run_dir)[: int(epoch_var.numpy())]
         start_epoch = int(epoch_var.numpy())
 
@@ -199,65 +187,33 @@ def fit(
         # only when the loss or the augmentation reads them.
         reads_ivar = model_cfg.ivar_weighting or config.augment.ivar_noise
 
-        def dataset_fn(split: str, training: bool):
-            # Training shards files across workers; validation is read whole by every
-            # worker, so small val splits need no minimum shard count.
-            def make(context: tf.distribute.InputContext):
-                return make_dataset(
-                    records_dir, split,
-                    batch_size=context.get_per_replica_batch_size(global_batch),
-                    training=training, repeat=True, drop_remainder=True,
-                    shuffle_buffer=train_cfg.shuffle_buffer, seed=train_cfg.seed,
-                    num_input_pipelines=context.num_input_pipelines if training else 1,
-                    input_pipeline_id=context.input_pipeline_id if training else 0,
-                    with_ivar=reads_ivar, cache=cache,
-                )
-            return info.strategy.distribute_datasets_from_function(make)
+        def train_dataset(context: tf.distribute.InputContext):
+            # Each worker reads its own shard files, forever; epochs are counted in steps.
+            return make_dataset(
+                records_dir, "train", batch_size=context.get_per_replica_batch_size(global_batch),
+                training=True, repeat=True, drop_remainder=True, shuffle_buffer=train_cfg.shuffle_buffer,
+                seed=train_cfg.seed, num_input_pipelines=context.num_input_pipelines,
+                input_pipeline_id=context.input_pipeline_id, with_ivar=reads_ivar, cache=cache,
+            )
 
-        train_iterator = iter(dataset_fn("train", True))
-        val_iterator = iter(dataset_fn("val", False)) if val_steps else None
-        loss_names = ("loss", "reconstruction_loss") + (("kl_loss",) if model_cfg.kind == "vae" else ())
+        def val_dataset(context: tf.distribute.InputContext):
+            # One pass, partial last batch kept, split by example between workers: every
+            # val galaxy is scored exactly once per epoch, however few shards the split has.
+            return make_dataset(
+                records_dir, "val", batch_size=context.get_per_replica_batch_size(global_batch),
+                training=False, repeat=1, drop_remainder=False,
+                num_input_pipelines=context.num_input_pipelines, input_pipeline_id=context.input_pipeline_id,
+                shard_by="example", with_ivar=model_cfg.ivar_weighting, cache=cache,
+            )
 
-        def replica_seed(step):
-            context = tf.distribute.get_replica_context()
-            replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
-            stream = tf.cast(step, tf.int32) * info.num_replicas + replica
-            return tf.stack([tf.constant(train_cfg.seed, tf.int32), stream])
-
-        def losses_and_gradients(flux, ivar, valid, seed):
-            with tf.GradientTape() as tape:
-                losses = model.per_example_losses(flux, ivar, valid, training=True, seed=seed)
-                loss = tf.nn.compute_average_loss(losses["loss"], global_batch_size=global_batch)
-                scaled_loss = optimizer.scale_loss(loss)
-            return losses, tape.gradient(scaled_loss, model.trainable_variables)
-
-        if train_cfg.jit_compile:
-            # XLA compiles the model's forward and backward pass only: the input iterator,
-            # the rotation ops of the augmentation and the optimizer's cross-replica update
-            # are not XLA-compatible, and the model is where the time goes.
-            losses_and_gradients = tf.function(losses_and_gradients, jit_compile=True)
-
-        def train_step_fn(batch, step):
-            seed = replica_seed(step)
-            flux, ivar, valid = augment(batch["flux"], batch.get("ivar"), batch["valid"], training=True, seed=seed)
-            losses, gradients = losses_and_gradients(flux, ivar, valid, seed[::-1])
-            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            return {name: tf.nn.compute_average_loss(losses[name], global_batch_size=global_batch) for name in loss_names}
-
-        def val_step_fn(batch):
-            losses = model.per_example_losses(batch["flux"], batch.get("ivar"), batch["valid"], training=False)
-            return {name: tf.nn.compute_average_loss(losses[name], global_batch_size=global_batch) for name in loss_names}
-
-        def reduce(per_replica):
-            return {k: info.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
-
-        @tf.function
-        def train_step(iterator, step):
-            return reduce(info.strategy.run(train_step_fn, args=(next(iterator), step)))
-
-        @tf.function
-        def val_step(iterator):
-            return reduce(info.strategy.run(val_step_fn, args=(next(iterator),)))
+        train_iterator = iter(info.strategy.distribute_datasets_from_function(train_dataset))
+        val_batches = info.strategy.distribute_datasets_from_function(val_dataset) if n_val else None
+        names = loss_names(model)
+        train_step = distributed_train_step(info.strategy, replica_train_step(
+            model, optimizer, augment, global_batch=global_batch, run_seed=train_cfg.seed,
+            num_replicas=info.num_replicas, jit_compile=train_cfg.jit_compile,
+        ))
+        evaluate = make_evaluator(info.strategy, model)
 
         writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if info.is_chief else None
         stopped_early = False
@@ -265,7 +221,7 @@ def fit(
             beta = model_cfg.beta * min(1.0, (epoch + 1) / max(1, model_cfg.kl_warmup_epochs))
             model.beta.assign(beta)
             started = time.perf_counter()
-            sums = dict.fromkeys(loss_names, 0.0)
+            sums = dict.fromkeys(names, 0.0)
             description = f"epoch {epoch + 1}/{train_cfg.epochs}"
             with progress_bar(progress and info.is_chief, description, steps_per_epoch * global_batch,
                               unit="samples", fields={"loss": ".4f"}) as bar:
@@ -279,35 +235,34 @@ def fit(
                             f"the last good checkpoint (epoch {epoch}) is kept in {checkpoint_dir}. "
                             "Lower --learning-rate, check the records with `ifskeras verify`, or use float32."
                         )
-                    for k in loss_names:
+                    for k in names:
                         sums[k] += values[k]
                     bar.advance(global_batch, loss=values["loss"])
             seconds = time.perf_counter() - started
-            row = {k: sums[k] / steps_per_epoch for k in loss_names}
-            if val_iterator is not None:
-                val_sums = dict.fromkeys(loss_names, 0.0)
-                for _ in range(val_steps):
-                    for k, v in val_step(val_iterator).items():
-                        val_sums[k] += float(v)
-                row.update({f"val_{k}": val_sums[k] / val_steps for k in loss_names})
-            monitored = row.get("val_loss", row["loss"])
+            row = {k: sums[k] / steps_per_epoch for k in names}
+            if val_batches is not None:
+                val_means, val_examples = evaluate(val_batches)
+                row.update({f"val_{k}": v for k, v in val_means.items()})
+                row["val_examples"] = val_examples
+            objective = validation_objective(row, kind=model_cfg.kind, beta=model_cfg.beta)
             row.update({
                 "epoch": epoch + 1,
+                "val_objective": objective,
                 "learning_rate": float(keras.ops.convert_to_numpy(_current_lr(optimizer))),
                 "beta": beta,
                 "seconds": seconds,
                 "samples_per_second": steps_per_epoch * global_batch / seconds,
             })
             history.append(row)
-            if monitored < state["best_val_loss"]:
-                state.update(best_val_loss=monitored, best_epoch=epoch + 1, wait=0)
+            if objective < state["best_objective"]:
+                state.update(best_objective=objective, best_epoch=epoch + 1, wait=0)
                 if info.is_chief:
                     model.save_weights(str(run_dir / "best.weights.h5"))
             else:
                 state["wait"] += 1
             if info.is_chief:
-                _write_json(run_dir / _STATE_FILE, state)
-                _write_history(run_dir, history)
+                rundir.write_state(run_dir, state)
+                rundir.write_history(run_dir, history)
                 _write_scalars(writer, epoch + 1, row)
             # The checkpoint is written last: it is what makes an epoch count as done, and a
             # resumed run cuts the history back to the checkpoint's epoch.
@@ -319,8 +274,9 @@ def fit(
                 stopped_early = True
                 break
 
-        result = FitResult(run_dir, int(epoch_var.numpy()), state["best_epoch"], state["best_val_loss"], history,
-                           stopped_early, records_cached=cache, cache_reason=cache_reason)
+        result = FitResult(run_dir, int(epoch_var.numpy()), state["best_epoch"], state["best_objective"], history,
+                           stopped_early, records_cached=cache, cache_reason=cache_reason,
+                           resume_changes=resume_changes)
         if info.is_chief:
             if (run_dir / "best.weights.h5").exists():
                 model.load_weights(str(run_dir / "best.weights.h5"))
@@ -335,106 +291,6 @@ def fit(
         return result
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-
-
-def decide_cache(manifest, requested: bool | None, *, num_workers: int, examples_read: int,
-                 available_bytes: int | None) -> tuple[bool, str]:
-    """Whether ``fit`` keeps the serialized records in memory after their first pass, and why.
-
-    ``requested`` True or False decides. None (the default) caches when the records
-    are read more than once (so a first pass completes and later reads come from
-    memory) and the bytes one worker holds (its share of the train shards, plus the
-    whole val split, which every worker reads) fit in :data:`CACHE_MEMORY_FRACTION`
-    of ``available_bytes``. Caching changes what later epochs cost (no file reads, no
-    record checksums), not what they contain: the examples are still shuffled every
-    epoch, in a buffer of ``shuffle_buffer`` records; only the order of the shard
-    files stays the one of the first pass.
-    """
-    if requested is not None:
-        return bool(requested), "--cache" if requested else "--no-cache"
-    n_train = manifest.examples("train")
-    if examples_read <= n_train:
-        return False, "the train split is read at most once"
-    train_bytes = sum(info.bytes for info in manifest.shards("train")) / max(1, num_workers)
-    held = int(train_bytes + sum(info.bytes for info in manifest.shards("val")))
-    if available_bytes is None:
-        return False, "the available memory is unknown"
-    budget = int(CACHE_MEMORY_FRACTION * available_bytes)
-    if held > budget:
-        return False, (f"{held / 1e6:.0f} MB of records exceed {CACHE_MEMORY_FRACTION:.0%} of the "
-                       f"{available_bytes / 1e9:.1f} GB available")
-    return True, (f"{held / 1e6:.0f} MB of records fit in {CACHE_MEMORY_FRACTION:.0%} of the "
-                  f"{available_bytes / 1e9:.1f} GB available")
-
-
-def available_memory_bytes() -> int | None:
-    """MemAvailable on Linux (free plus reclaimable cache), else free physical pages; None if unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def read_history(run_dir: str | os.PathLike) -> list[dict]:
-    """The per-epoch history of a run directory (empty when none was written)."""
-    path = Path(run_dir) / "history.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def package_versions() -> dict:
-    import astropy
-    import sklearn
-    import tensorflow_probability as tfp
-
-    return {
-        "ifskeras": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-        "tensorflow_probability": tfp.__version__, "numpy": np.__version__,
-        "astropy": astropy.__version__, "scikit-learn": sklearn.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _resolve_config(run_dir: Path, config: RunConfig, *, resume: bool) -> RunConfig:
-    """The config of the run: on resume the stored one, with only the epoch budget taken from ``config``."""
-    if not resume:
-        return config
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise TrainingError(f"{run_dir}: nothing to resume (no config.json); start without --resume.")
-    stored = RunConfig.from_dict(json.loads(config_path.read_text()))
-    return stored.override(train={"epochs": config.train.epochs})
-
-
-def _check_same_records(run_dir: Path, records_dir: Path, records_sha256: str) -> None:
-    provenance_path = run_dir / "provenance.json"
-    if not provenance_path.exists():
-        return
-    started_with = json.loads(provenance_path.read_text()).get("records_manifest_sha256")
-    if started_with and started_with != records_sha256:
-        raise TrainingError(
-            f"{records_dir} is not the dataset {run_dir} started with (manifest sha256 "
-            f"{records_sha256[:12]}... vs {started_with[:12]}...); resume with the same records or start a new run."
-        )
-
-
-def _create_run_dir(run_dir: Path, config: RunConfig, *, resume: bool, overwrite: bool, is_chief: bool) -> None:
-    if resume or not is_chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise TrainingError(
-                f"{run_dir} is not empty; use --resume to continue that run or --overwrite to replace it."
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "config.json", config.to_dict())
 
 
 def _learning_rate_schedule(train_cfg, steps_per_epoch: int):
@@ -464,20 +320,3 @@ def _write_scalars(writer, step: int, row: dict) -> None:
             if key != "epoch":
                 tf.summary.write(key, tf.constant(float(value), tf.float32), metadata=metadata)
     writer.flush()
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    _write_json(run_dir / "history.json", history)
-    tmp = run_dir / "history.csv.tmp"
-    with open(tmp, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow({k: row.get(k, "") for k in HISTORY_FIELDS})
-    os.replace(tmp, run_dir / "history.csv")

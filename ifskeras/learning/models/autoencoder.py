@@ -50,8 +50,6 @@ class ConvLSTMAutoencoder(keras.Model):
     beta : float
         Initial value of the non-trainable ``beta`` variable (KL weight; unused by the AE,
         kept so every model has the same interface).
-    downsampling : {"stride", "pool"}
-        Encoder downsampling, see :class:`ConvLSTMEncoder`.
 
     Examples
     --------
@@ -75,7 +73,6 @@ class ConvLSTMAutoencoder(keras.Model):
         softening: float = 0.1,
         ivar_weighting: bool = False,
         beta: float = 1.0,
-        downsampling: str = "stride",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -92,10 +89,7 @@ class ConvLSTMAutoencoder(keras.Model):
         self.flux_scaling = FluxScaling(scaling, softening, name="flux_scaling")
         self.scaling = self.flux_scaling.kind
         self.softening = self.flux_scaling.softening
-        self.encoder = ConvLSTMEncoder(
-            self.filters, self.kernel_size, downsampling, dtype=self.dtype_policy, name="encoder"
-        )
-        self.downsampling = self.encoder.downsampling
+        self.encoder = ConvLSTMEncoder(self.filters, self.kernel_size, dtype=self.dtype_policy, name="encoder")
         self.latent_heads = self._make_latent_heads()
         self.decoder = ConvLSTMDecoder(
             self.num_lines, self.size, self.filters, self.kernel_size, dtype=self.dtype_policy, name="decoder"
@@ -130,8 +124,13 @@ class ConvLSTMAutoencoder(keras.Model):
             "softening": self.softening,
             "ivar_weighting": self.ivar_weighting,
             "beta": self.initial_beta,
-            "downsampling": self.downsampling,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # Models saved before the unused "pool" option was removed store downsampling="stride".
+        config = {k: v for k, v in config.items() if k != "downsampling"}
+        return cls(**config)
 
     def config_dict(self) -> dict:
         """The architecture as a plain dict (kind, shapes, latent size, scaling, ...)."""

@@ -5,9 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["ConvLSTMEncoder", "ConvLSTMDecoder", "DOWNSAMPLING_KINDS", "check_architecture"]
-
-DOWNSAMPLING_KINDS = ("stride", "pool")
+__all__ = ["ConvLSTMEncoder", "ConvLSTMDecoder", "check_architecture"]
 
 
 def check_architecture(*, filters, kernel_size, size=None, num_lines=None) -> tuple[int, ...]:
@@ -56,29 +54,21 @@ class ConvLSTMEncoder(keras.layers.Layer):
         Filters of each ConvLSTM2D layer, one 2x downsampling per layer.
     kernel_size : int
         Square kernel of the input and recurrent convolutions.
-    downsampling : {"stride", "pool"}
-        ``"stride"``: the input convolution of each ConvLSTM has stride 2, so the
-        recurrence runs at the reduced size (cheap; the default). ``"pool"``: the
-        ConvLSTM runs at full size and a 2x2 average pooling follows (about 3x the
-        encoder cost at the same parameter count).
+
+    The input convolution of each ConvLSTM has stride 2, so the recurrence runs at
+    the reduced size.
     """
 
-    def __init__(self, filters=(16, 32), kernel_size: int = 3, downsampling: str = "stride", **kwargs):
+    def __init__(self, filters=(16, 32), kernel_size: int = 3, **kwargs):
         super().__init__(**kwargs)
         self.filters = check_architecture(filters=filters, kernel_size=kernel_size)
         self.kernel_size = int(kernel_size)
-        if downsampling not in DOWNSAMPLING_KINDS:
-            raise ValueError(
-                f"downsampling must be one of {DOWNSAMPLING_KINDS}. Received: downsampling={downsampling!r}"
-            )
-        self.downsampling = downsampling
-        strides = 2 if downsampling == "stride" else 1
         last = len(self.filters) - 1
         self.recurrent_layers = [
             keras.layers.ConvLSTM2D(
                 f,
                 self.kernel_size,
-                strides=strides,
+                strides=2,
                 padding="same",
                 return_sequences=i < last,
                 unroll=True,
@@ -87,26 +77,18 @@ class ConvLSTMEncoder(keras.layers.Layer):
             )
             for i, f in enumerate(self.filters)
         ]
-        self.pool = keras.layers.AveragePooling2D(2, dtype=self.dtype_policy, name="pool")
         self.flatten = keras.layers.Flatten(dtype=self.dtype_policy, name="flatten")
 
     def build(self, input_shape):
         shape = tuple(input_shape)
-        for i, layer in enumerate(self.recurrent_layers):
+        for layer in self.recurrent_layers:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
-            if self.downsampling == "pool":
-                if i < len(self.recurrent_layers) - 1:
-                    shape = (shape[0], shape[1], shape[2] // 2, shape[3] // 2, shape[4])
-                else:
-                    shape = (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
 
     def call(self, inputs, training=None):
         x = inputs
         for layer in self.recurrent_layers:
             x = layer(x, training=training)
-            if self.downsampling == "pool":
-                x = _split_lines(self.pool(_merge_lines(x)), x.shape[1]) if layer.return_sequences else self.pool(x)
         return self.flatten(x)
 
     def compute_output_shape(self, input_shape):
@@ -119,8 +101,13 @@ class ConvLSTMEncoder(keras.layers.Layer):
             **super().get_config(),
             "filters": list(self.filters),
             "kernel_size": self.kernel_size,
-            "downsampling": self.downsampling,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # Models saved before the unused "pool" option was removed store downsampling="stride".
+        config = {k: v for k, v in config.items() if k != "downsampling"}
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="ifskeras")

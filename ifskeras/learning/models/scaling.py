@@ -7,9 +7,10 @@ import math
 import keras
 from keras import ops
 
-__all__ = ["FluxScaling", "SCALING_KINDS"]
+from ifskeras.learning.config import SCALINGS
 
-SCALING_KINDS = ("asinh", "log", "none")
+__all__ = ["FluxScaling"]
+
 _LN10 = math.log(10.0)
 
 
@@ -45,8 +46,8 @@ class FluxScaling(keras.layers.Layer):
     def __init__(self, kind: str = "asinh", softening: float = 0.1, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if kind not in SCALING_KINDS:
-            raise ValueError(f"kind must be one of {SCALING_KINDS}. Received: kind={kind!r}")
+        if kind not in SCALINGS:
+            raise ValueError(f"kind must be one of {SCALINGS}. Received: kind={kind!r}")
         if not softening > 0 or not math.isfinite(softening):
             raise ValueError(f"softening must be a finite number > 0. Received: softening={softening!r}")
         self.kind = kind
