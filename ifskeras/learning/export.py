@@ -7,6 +7,8 @@ Endpoints (all inputs are physical fluxes in 1e-17 erg/s/cm^2/spaxel, shape
 - ``encode(flux)`` -> ``{"latent_mean"}`` (and ``"latent_scale"`` for a VAE);
 - ``score(flux, valid)`` -> ``{"anomaly_score", "line_error", "line_valid_fraction",
   "latent_mean", "reconstruction", ...}``;
+- ``scale(flux)`` -> ``{"scaled"}``: the model's flux scaling, elementwise, for inputs of
+  any shape (how baselines see the maps as the model does);
 - ``metadata()`` -> ``{"json"}``: lines, size, scaling and model config, so a scorer can
   refuse records that do not match the model.
 
@@ -28,7 +30,8 @@ from ifskeras.common.files import atomic_directory
 __all__ = ["ExportError", "export_model", "export_run", "read_model_metadata", "METADATA_FILE"]
 
 METADATA_FILE = Path("assets.extra") / "ifskeras.json"
-FORMAT_VERSION = 1
+#: 2: the ``scale`` endpoint was added.
+FORMAT_VERSION = 2
 
 
 class ExportError(RuntimeError):
@@ -78,6 +81,9 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
     def score(flux, valid):
         return dict(model.score(flux, valid))
 
+    def scale(flux):
+        return {"scaled": model.scale_flux(flux)}
+
     @tf.function(input_signature=[])
     def metadata_endpoint():
         return {"json": tf.constant(metadata_json)}
@@ -85,6 +91,7 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
     archive.add_endpoint("reconstruct", reconstruct, input_signature=[flux_spec])
     archive.add_endpoint("encode", encode, input_signature=[flux_spec])
     archive.add_endpoint("score", score, input_signature=[flux_spec, valid_spec])
+    archive.add_endpoint("scale", scale, input_signature=[tf.TensorSpec(None, tf.float32, name="flux")])
     archive.add_endpoint("metadata", metadata_endpoint)
 
     with atomic_directory(out_dir) as staging:
