@@ -107,7 +107,7 @@ def _umap_function():
 def latent_tools(sizes, *, dim: int, umap_repeats: int, knn_repeats: int) -> dict:
     import numpy as np
 
-    from ifskeras.discovery.baselines import knn_latent_scores
+    from ifskeras.discovery.neighbours import knn_latent_scores
 
     umap_fn = _umap_function()
     warm_seconds, _ = common.timed(lambda: umap_fn(_mixture(300, dim, seed=1)))

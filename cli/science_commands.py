@@ -54,7 +54,8 @@ def neighbors(
 
     Example: ifskeras neighbors scores/vae1 8143-3701 -k 5 --png neighbours.png
     """
-    from ifskeras.discovery.score import ScoringError, nearest_neighbors
+    from ifskeras.discovery.neighbours import nearest_neighbors
+    from ifskeras.discovery.score import ScoringError
 
     try:
         rows = nearest_neighbors(scores_dir, galaxy_id, k=k)
@@ -82,7 +83,7 @@ def _print_table(rows: list[list[str]]) -> None:
 
 def print_evaluation(bundle) -> None:
     """The evaluation table exactly as the report shows it (same formatting function)."""
-    from ifskeras.discovery.report import format_evaluation_table
+    from ifskeras.discovery.tables import format_evaluation_table
 
     evaluation = bundle.evaluation
     negatives = ", ".join(evaluation.negative) if evaluation.negative else "all other galaxies"
@@ -177,7 +178,7 @@ def demo(
         _fail(error)
     typer.echo("")
     print_evaluation(result.bundle)
-    from ifskeras.discovery.report import format_class_recall_table
+    from ifskeras.discovery.tables import format_class_recall_table
 
     typer.echo("")
     typer.echo("recall of each class among the most anomalous 1% and 5% of galaxies:")

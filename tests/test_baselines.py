@@ -1,15 +1,14 @@
-"""Tests of ifskeras.discovery.baselines on toy maps and latents with an injected outlier."""
+"""Tests of the baseline scores (and the latent k-NN score) on toy maps and latents with an injected outlier."""
 
 import numpy as np
 import pytest
 
 from ifskeras.discovery.baselines import (
-    isolation_forest_latent,
     isolation_forest_scores,
-    knn_latent_scores,
     pca_reconstruction_error,
     random_scores,
 )
+from ifskeras.discovery.neighbours import knn_latent_scores
 
 SEED = 3
 N, L, S = 60, 3, 6
@@ -99,12 +98,7 @@ def test_knn_latent_scores():
         knn_latent_scores(twins, k=4)
 
 
-def test_isolation_forest_latent_and_random():
-    z = _latents()
-    scores = isolation_forest_latent(z, n_estimators=100, seed=SEED)
-    assert int(np.argmax(scores)) == OUTLIER
-    fitted_on_train = isolation_forest_latent(z, fit_mask=np.arange(N) != OUTLIER, n_estimators=100, seed=SEED)
-    assert int(np.argmax(fitted_on_train)) == OUTLIER
+def test_random_scores():
     r = random_scores(N, seed=SEED)
     assert r.shape == (N,) and ((0 <= r) & (r < 1)).all()
     np.testing.assert_array_equal(r, random_scores(N, seed=SEED))

@@ -190,3 +190,35 @@ def test_central_aperture_recovers_the_classes_of_a_300_galaxy_survey(tmp_path):
     assert found["blueberry"]["SF"] == sum(found["blueberry"].values())
     retired = found["retired"]
     assert retired["weak"] + retired["LINER"] + retired["ambiguous"] >= 0.9 * sum(retired.values())
+
+
+def test_central_line_ratios_with_snr_cut_and_per_galaxy_radius():
+    from ifskeras.survey.bpt import RATIO_NAMES, central_line_ratios
+
+    lines = ["Hb-4862", "OIII-5008", "Ha-6564", "NII-6585", "SII-6718", "SII-6732", "OI-6302"]
+    flux = np.zeros((2, len(lines), 9, 9))
+    for line, value in {"Hb-4862": 1.0, "OIII-5008": 3.0, "Ha-6564": 2.86, "NII-6585": 1.43,
+                        "SII-6718": 0.5, "SII-6732": 0.5, "OI-6302": 0.2}.items():
+        flux[:, lines.index(line)] = value
+    ivar = np.full_like(flux, 100.0)
+    ivar[:, lines.index("OI-6302")] = 1e-4  # OI far below S/N 3 in any aperture
+    # A ring of extra [NII] at radius 2 (4 pixels): inside a radius-2.5 aperture, outside radius 1.
+    yy, xx = np.indices((9, 9))
+    ring = np.isclose(np.hypot(yy - 4, xx - 4), 2.0)
+    flux[:, lines.index("NII-6585"), ring] += 10.0
+    valid = np.ones_like(flux)
+    ratios = central_line_ratios(flux, ivar, valid, lines, radius=np.array([1.0, 2.5]))
+    assert set(ratios) == set(RATIO_NAMES)
+    # Radius 1: 5 pixels, no ring. Radius 2.5: 21 pixels, 4 of them on the ring.
+    assert ratios["log_nii_ha"][0] == pytest.approx(np.log10(0.5))
+    assert ratios["log_nii_ha"][1] == pytest.approx(np.log10((21 * 1.43 + 40.0) / (21 * 2.86)))
+    np.testing.assert_allclose(ratios["log_oiii_hb"], np.log10(3.0))
+    np.testing.assert_allclose(ratios["log_sii_ha"], np.log10(1.0 / 2.86))
+    assert np.isnan(ratios["log_oi_ha"]).all()  # below the S/N cut, not a ratio of noise
+
+    # Invalid pixels do not count; a line absent from the cube gives NaN.
+    valid[0, lines.index("NII-6585")] = 0.0
+    cut = central_line_ratios(flux[:, :3], ivar[:, :3], valid[:, :3], lines[:3], radius=2.0)
+    assert np.isnan(cut["log_nii_ha"]).all() and np.isfinite(cut["log_oiii_hb"]).all()
+    masked = central_line_ratios(flux, ivar, valid, lines, radius=1.0)
+    assert np.isnan(masked["log_nii_ha"][0]) and np.isfinite(masked["log_nii_ha"][1])

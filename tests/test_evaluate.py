@@ -1,4 +1,4 @@
-"""Tests of ifskeras.discovery.evaluate on hand-made cases with known answers."""
+"""Tests of ifskeras.discovery.metrics, .bootstrap and .retrieval on hand-made cases with known answers."""
 
 import json
 
@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ifskeras.discovery.evaluate import (
-    Evaluation,
-    _weighted_metrics,
-    compare_to_baselines,
-    evaluate_scores,
-    neighbour_retrieval,
-)
+from ifskeras.discovery.bootstrap import weighted_metrics
+from ifskeras.discovery.comparison import compare_to_baselines
+from ifskeras.discovery.metrics import Evaluation, evaluate_scores
+from ifskeras.discovery.retrieval import neighbour_retrieval
 
 SEED = 7
 
@@ -79,11 +76,12 @@ def test_bootstrap_intervals_contain_point_and_are_reproducible():
     for estimate in (m.auroc, m.average_precision, *m.precision_at_k.values(), *m.recall_at_k.values(),
                      *m.enrichment_at_k.values()):
         assert estimate.low < estimate.high
-        assert estimate.contains(estimate.value)
+        assert estimate.low <= estimate.value <= estimate.high
     assert again.metrics["s"] == m
     np.testing.assert_array_equal(again.bootstrap_auroc["s"], ev.bootstrap_auroc["s"])
     unstratified = evaluate_scores({"s": score}, labels, stratified=False, **kwargs)
-    assert unstratified.metrics["s"].auroc.contains(m.auroc.value)
+    interval = unstratified.metrics["s"].auroc
+    assert interval.low <= m.auroc.value <= interval.high
 
 
 def test_vectorised_bootstrap_metrics_match_sklearn_with_weights():
@@ -91,7 +89,7 @@ def test_vectorised_bootstrap_metrics_match_sklearn_with_weights():
     y = (rng.random(120) < 0.15).astype(np.int8)
     score = np.round(rng.normal(size=120) + y, 1)  # rounding makes ties
     weights = rng.multinomial(120, np.full(120, 1 / 120), size=25).astype(float)
-    got = _weighted_metrics(score, y, weights, {"5": 5})
+    got = weighted_metrics(score, y, weights, {"5": 5})
     for b in range(25):
         assert got["auroc"][b] == pytest.approx(roc_auc_score(y, score, sample_weight=weights[b]), abs=1e-12)
         assert got["average_precision"][b] == pytest.approx(
@@ -143,14 +141,12 @@ def test_serialisation():
     rng = np.random.default_rng(SEED)
     ev = evaluate_scores({"a": rng.random(20), "b": rng.random(20)}, labels, ks=(5, "n_pos"), n_bootstrap=20)
     assert isinstance(ev, Evaluation)
-    text = json.dumps(ev.to_dict(), allow_nan=False)
+    payload = ev.to_dict()
+    text = json.dumps(payload, allow_nan=False)
     assert '"auroc"' in text
-    rows = ev.to_rows()
-    assert [r["score"] for r in rows] == ["a", "b"]
-    assert {"auroc", "auroc_low", "auroc_high", "precision_at_n_pos", "enrichment_at_5_high",
-            "recall_top1pct_blueberry"} <= set(rows[0])
-    table = ev.to_table()
-    assert len(table) == 2 and table["auroc"][0] == rows[0]["auroc"]
+    assert list(payload["metrics"]) == ["a", "b"]
+    assert set(payload["metrics"]["a"]["precision_at_k"]) == {"5", "n_pos"}
+    assert set(payload["metrics"]["a"]["class_recall"]["blueberry"]) == {"1pct", "5pct"}
 
 
 def test_compare_to_baselines_verdicts():
@@ -166,7 +162,8 @@ def test_compare_to_baselines_verdicts():
     assert verdicts["copy"].verdict == "indistinguishable"
     assert verdicts["copy"].delta_auroc.value == 0.0
     assert verdicts["oracle"].verdict == "worse"
-    assert verdicts["random"].delta_auroc.contains(verdicts["random"].delta_auroc.value)
+    delta = verdicts["random"].delta_auroc
+    assert delta.low <= delta.value <= delta.high
     json.dumps([c.to_dict() for c in verdicts.values()], allow_nan=False)
     with pytest.raises(ValueError, match="model_score"):
         compare_to_baselines(ev, "nope")

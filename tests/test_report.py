@@ -1,4 +1,4 @@
-"""Tests of ifskeras.discovery.figures and ifskeras.discovery.report: PNGs written, numbers exact, page renders in Chromium.
+"""Tests of ifskeras.discovery.figures, .tables and .report: PNGs written, numbers exact, page renders in Chromium.
 
 The browser check lives in ``browser_check.py``; it is skipped when no Chromium
 binary is found.
@@ -14,21 +14,17 @@ import pytest
 
 from browser_check import assert_page_renders, find_chromium, img_sources
 from ifskeras.discovery import figures
-from ifskeras.discovery.evaluate import compare_to_baselines, evaluate_scores, neighbour_retrieval
-from ifskeras.discovery.report import (
-    format_class_recall_table,
-    format_evaluation_table,
-    format_number,
-    format_ratio_table,
-    format_retrieval_table,
-    write_report,
-)
+from pictures import assert_picture
+from ifskeras.discovery.comparison import compare_to_baselines
+from ifskeras.discovery.metrics import evaluate_scores
+from ifskeras.discovery.report import write_report
+from ifskeras.discovery.retrieval import neighbour_retrieval
+from ifskeras.discovery.tables import format_number
 
 SEED = 11
 N, S = 60, 8
 LINES = ("Hb-4862", "OIII-5008", "Ha-6564", "NII-6585")
 TITLE = "Toy <survey> & report"
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _toy(tmp_dir: Path) -> dict:
@@ -98,9 +94,7 @@ def test_report_writes_page_and_figures(report):
     assert {Path(s).stem.split("_8")[0] for s in sources} == expected
     for source in sources:
         assert source.startswith("figures/")
-        png = index.parent / html.unescape(source)
-        assert png.stat().st_size > 1000
-        assert png.read_bytes()[:8] == PNG_MAGIC
+        assert_picture(index.parent / html.unescape(source), min_size=(300, 300))
     json.loads((index.parent / "evaluation.json").read_text())
 
 
@@ -113,22 +107,41 @@ def test_report_is_self_contained_and_escaped(report):
     assert "runs/&lt;ae&gt;" in page
 
 
+def _interval(estimate) -> str:
+    """An estimate as the page must show it, written out here: three decimals, then its interval."""
+    return f"{estimate.value:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
+
+
 def test_report_numbers_are_the_values_passed_in(report):
+    """Every number of the tables, rounded here to three decimals (not by the report's own formatter)."""
     index, inputs = report
     page = index.read_text(encoding="utf-8")
     evaluation, comparisons, retrieval = inputs["evaluation"], inputs["comparisons"], inputs["retrieval"]
-    for rows in (format_evaluation_table(evaluation, comparisons), format_class_recall_table(evaluation),
-                 format_retrieval_table(retrieval), format_ratio_table(retrieval)):
-        for row in rows:
-            for cell in row:
-                assert html.escape(cell) in page, cell
-    model = evaluation.metrics["anomaly_score"]
-    auroc = f"{model.auroc.value:.3f} [{model.auroc.low:.3f}, {model.auroc.high:.3f}]"
-    assert f"<td>{auroc}</td>" in page
+    assert set(evaluation.metrics) == {"anomaly_score", "knn_score", "random"}
+    for name, metrics in evaluation.metrics.items():
+        estimates = [metrics.auroc, metrics.average_precision]
+        for key in evaluation.k_values:
+            estimates += [metrics.precision_at_k[key], metrics.recall_at_k[key], metrics.enrichment_at_k[key]]
+        for estimate in estimates:
+            assert f"<td>{_interval(estimate)}</td>" in page, (name, estimate)
+        auroc_ap = f"<td>{_interval(metrics.auroc)}</td><td>{_interval(metrics.average_precision)}</td>"
+        assert f"<tr><td>{name}</td>{auroc_ap}" in page, name
+        for fraction in evaluation.top_fractions:
+            recalls = "".join(f"<td>{metrics.class_recall[label][fraction]:.3f}</td>"
+                              for label in evaluation.class_counts)
+            assert f"<tr><td>{name}</td><td>{fraction * 100:g}%</td>{recalls}</tr>" in page, (name, fraction)
     knn = next(c for c in comparisons if c.baseline == "knn_score")
-    assert f"<td>{format_number(knn.delta_auroc.value)} [" in page
-    assert f'<td class="{knn.verdict}">{knn.verdict}</td>' in page
-    assert f"<td>{format_number(retrieval.same_class_fraction)}</td>" in page
+    assert f'<td>{_interval(knn.delta_auroc)}</td><td class="{knn.verdict}">{knn.verdict}</td>' in page
+    for label, neighbours in retrieval.per_class.items():
+        assert (f"<td>{neighbours.n_queries}</td><td>{neighbours.same_class_fraction:.3f}</td>"
+                f"<td>{neighbours.chance:.3f}</td><td>{neighbours.lift:.3f}</td></tr>") in page, label
+    assert (f"<tr><td>all labelled</td><td>{retrieval.n_queries}</td><td>{retrieval.same_class_fraction:.3f}</td>"
+            f"<td>{retrieval.chance:.3f}</td><td>{retrieval.lift:.3f}</td></tr>") in page
+    assert retrieval.ratios
+    for name, ratio in retrieval.ratios.items():
+        assert (f"<tr><td>{html.escape(name)}</td><td>{ratio.n_neighbour_pairs}</td>"
+                f"<td>{ratio.neighbour_median:.3f}</td><td>{ratio.random_median:.3f}</td>"
+                f"<td>{ratio.ratio:.3f}</td></tr>") in page, name
 
 
 def test_format_number():
@@ -164,8 +177,9 @@ def test_figures_write_pngs_and_validate(tmp_path):
         figures.plot_score_histogram(rng.random(50), tmp_path / "hist.png"),
         figures.plot_roc_pr(np.r_[np.zeros(20), np.ones(5)], {"s": rng.random(25)}, tmp_path / "roc.png"),
     ]
-    for path in paths:
-        assert path.read_bytes()[:8] == PNG_MAGIC
+    # Figure size in inches times 100 dpi: loss curves with a loss-terms panel 10 x 4, histogram 7 x 4, ROC/PR 11 x 4.8.
+    for path, size in zip(paths, [(1000, 400), (700, 400), (1100, 480)], strict=True):
+        assert_picture(path, size=size)
     flux = rng.random((2, len(LINES), S, S))
     valid = np.ones(flux.shape, dtype=bool)
     with pytest.raises(ValueError, match="missing"):

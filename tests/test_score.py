@@ -16,11 +16,10 @@ from astropy.table import Table  # noqa: E402
 from browser_check import assert_page_renders, find_chromium  # noqa: E402
 from ifskeras.cli.app import app  # noqa: E402
 from ifskeras.survey.lines import DEFAULT_LINES  # noqa: E402
+from ifskeras.discovery.neighbours import nearest_neighbors  # noqa: E402
 from ifskeras.discovery.score import (  # noqa: E402
     ScoringError,
-    central_line_ratios,
     load_scores,
-    nearest_neighbors,
     score_records,
 )
 
@@ -100,19 +99,6 @@ def test_neighbors_exclude_self_and_suggest_close_ids(tiny_scores):
         nearest_neighbors(tiny_scores, query[:-1] + "9", k=3)
     result = runner.invoke(app, ["neighbors", str(tiny_scores), "nosuch-1"])
     assert result.exit_code == 1 and "is not in" in result.output and "Traceback" not in result.output
-
-
-def test_central_line_ratios_on_known_maps():
-    lines = ["Hb-4862", "OIII-5008", "Ha-6564", "NII-6585", "SII-6718", "SII-6732", "OI-6302"]
-    flux = np.ones((1, len(lines), 8, 8))
-    for line, value in {"Hb-4862": 1.0, "OIII-5008": 3.0, "Ha-6564": 2.86, "NII-6585": 1.43}.items():
-        flux[0, lines.index(line)] = value
-    ratios = central_line_ratios(flux, np.ones_like(flux), lines)
-    assert ratios["log_oiii_hb"][0] == pytest.approx(np.log10(3.0))
-    assert ratios["log_nii_ha"][0] == pytest.approx(np.log10(0.5))
-    assert ratios["log_sii_ha"][0] == pytest.approx(np.log10(2 / 2.86))
-    missing = central_line_ratios(flux[:, :3], np.ones_like(flux[:, :3]), lines[:3])
-    assert np.isnan(missing["log_nii_ha"][0])
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
-"""Baseline anomaly scores on the same galaxies as the model: PCA, IsolationForest, kNN, random.
+"""Baseline anomaly scores on the same galaxies as the model: PCA, IsolationForest, random.
 
-All scores follow the convention of :mod:`ifskeras.discovery.evaluate`: higher = more anomalous.
+All scores follow the convention of :mod:`ifskeras.discovery.metrics`: higher = more anomalous.
+The latent k-NN score, computed by ``ifskeras score`` and evaluated as a baseline too,
+lives with the other neighbour searches in :mod:`ifskeras.discovery.neighbours`.
 
 Map baselines take *scaled* maps (the model's scaling already applied, e.g. asinh),
 flattened to ``X`` of shape (N, L*S*S) (or (N, L, S, S), flattened here), with a
@@ -25,8 +27,6 @@ __all__ = [
     "pca_reconstruction_error",
     "isolation_forest_scores",
     "random_scores",
-    "knn_latent_scores",
-    "isolation_forest_latent",
 ]
 
 #: Principal components kept by the map baselines.
@@ -134,52 +134,6 @@ def random_scores(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random(n)
 
 
-def knn_latent_scores(latents: np.ndarray, k: int = 10, *, fit_mask: np.ndarray | None = None) -> np.ndarray:
-    """Mean Euclidean distance to the ``k`` nearest latent neighbours, the galaxy itself excluded.
-
-    Parameters
-    ----------
-    latents : array, shape (N, D)
-    k : int
-    fit_mask : bool array, shape (N,), optional
-        Galaxies the neighbours are drawn from (e.g. the training split); default all.
-        A galaxy inside the fitted set never counts itself (excluded by index, so exact
-        duplicates of it still count).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> z = np.r_[np.random.default_rng(0).normal(size=(30, 4)), [[20.0, 0, 0, 0]]]
-    >>> int(np.argmax(knn_latent_scores(z, k=5)))
-    30
-    """
-    from sklearn.neighbors import NearestNeighbors
-
-    from ifskeras.discovery.evaluate import _neighbours_excluding_self
-
-    z, fit_index = _latents_and_fit_set(latents, fit_mask)
-    if not 1 <= k < fit_index.size:
-        raise ValueError(f"k must satisfy 1 <= k < number of fitted galaxies ({fit_index.size}). Received: {k!r}")
-    index = NearestNeighbors(n_neighbors=k + 1).fit(z[fit_index])
-    position = np.full(z.shape[0], -1)
-    position[fit_index] = np.arange(fit_index.size)
-    neighbours = _neighbours_excluding_self(index, z, k, query_ids=position)
-    distances = np.linalg.norm(z[:, None, :] - z[fit_index][neighbours], axis=-1)
-    return distances.mean(axis=1)
-
-
-def isolation_forest_latent(
-    latents: np.ndarray,
-    *,
-    fit_mask: np.ndarray | None = None,
-    n_estimators: int = _DEFAULT_TREES,
-    seed: int = 0,
-) -> np.ndarray:
-    """IsolationForest on the latent vectors (fitted on ``fit_mask``, default all); higher = more anomalous."""
-    z, fit_index = _latents_and_fit_set(latents, fit_mask)
-    return _isolation_forest(z[fit_index], z, n_estimators, seed)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
@@ -240,17 +194,3 @@ def _isolation_forest(fit: np.ndarray, score: np.ndarray, n_estimators: int, see
 
     forest = IsolationForest(n_estimators=n_estimators, random_state=seed).fit(fit)
     return -forest.score_samples(score)
-
-
-def _latents_and_fit_set(latents: np.ndarray, fit_mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    z = np.asarray(latents, dtype=np.float64)
-    if z.ndim != 2:
-        raise ValueError(f"latents must have shape (N, D). Received: shape {z.shape}")
-    if not np.isfinite(z).all():
-        raise ValueError("latents contain non-finite values.")
-    if fit_mask is None:
-        return z, np.arange(z.shape[0])
-    mask = np.asarray(fit_mask, dtype=bool)
-    if mask.shape != (z.shape[0],):
-        raise ValueError(f"fit_mask must have shape ({z.shape[0]},). Received: shape {mask.shape}")
-    return z, np.flatnonzero(mask)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ifskeras.discovery.score import ScoringError, load_scores
+from ifskeras.discovery.score import ScoringError, load_model, load_scores
 
 __all__ = [
     "MODEL_SCORES",
@@ -30,7 +30,6 @@ MODEL_SCORES = ("anomaly_score", "knn_score", "combined_score")
 #: Baseline features use maps block-averaged to at most this many pixels a side,
 #: which keeps PCA memory at about 80 kB per galaxy for 19 lines.
 BASELINE_MAX_SIZE = 32
-_RATIO_COLUMNS = ("log_nii_ha", "log_oiii_hb", "log_sii_ha")
 
 
 @dataclass
@@ -58,18 +57,22 @@ def scaled_feature_stream(scores_dir: str | os.PathLike, ids: np.ndarray, *, bat
 
     Maps larger than BASELINE_MAX_SIZE are block-averaged (valid-weighted) first.
     """
-    from ifskeras.learning.models.scaling import FluxScaling
     from ifskeras.records import read_examples
 
     _, _, provenance = load_scores(scores_dir)
-    meta = provenance["model_metadata"]
-    scaling = FluxScaling(kind=meta["scaling"], softening=float(meta["softening"]))
+    model_dir = Path(provenance["model_dir"])
+    model, _ = load_model(model_dir)
+    if not hasattr(model, "scale"):
+        raise ScoringError(
+            f"{model_dir}: exported by an older ifskeras without the `scale` endpoint the baselines need; "
+            f"export it again (`ifskeras export RUN --out DIR`) and score with the new model"
+        )
     records_dir = provenance["records_dir"]
     for start in range(0, len(ids), batch_size):
         batch = read_examples(records_dir, ids[start : start + batch_size])
         flux, valid = batch["flux"][..., 0], batch["valid"][..., 0]
         flux, valid = _block_average(flux, valid, BASELINE_MAX_SIZE)
-        scaled = np.asarray(scaling(flux)) * valid
+        scaled = model.scale(flux.astype(np.float32))["scaled"].numpy() * valid
         yield scaled.reshape(len(flux), -1).astype(np.float32), valid.reshape(len(flux), -1).astype(bool)
 
 
@@ -105,7 +108,9 @@ def evaluate_run(
     and ``evaluation.csv`` into ``scores_dir`` when ``write``.
     """
     from ifskeras.discovery.baselines import isolation_forest_scores, pca_reconstruction_error, random_scores
-    from ifskeras.discovery.evaluate import compare_to_baselines, evaluate_scores, neighbour_retrieval
+    from ifskeras.discovery.comparison import compare_to_baselines
+    from ifskeras.discovery.metrics import evaluate_scores
+    from ifskeras.discovery.retrieval import RETRIEVAL_RATIOS, neighbour_retrieval
 
     scores_dir = Path(scores_dir)
     table, latents, provenance = load_scores(scores_dir)
@@ -135,12 +140,12 @@ def evaluate_run(
     evaluation = evaluate_scores(scores, labels[selected], positive=positive, negative=negative,
                                  n_bootstrap=n_bootstrap, seed=seed)
     comparisons = compare_to_baselines(evaluation, model_score="anomaly_score") if baselines else []
-    ratios = np.stack([np.asarray(table[name], dtype=np.float64) for name in _RATIO_COLUMNS], axis=1)
+    ratios = np.stack([np.asarray(table[name], dtype=np.float64) for name in RETRIEVAL_RATIOS], axis=1)
     retrieval = neighbour_retrieval(latents[selected], labels[selected], k=min(10, int(selected.sum()) - 1),
                                     line_ratios=ratios[selected], seed=seed)
     bundle = EvaluationBundle(evaluation, comparisons, retrieval, split or "all", int(selected.sum()))
     if write:
-        from ifskeras.discovery.report import format_evaluation_table
+        from ifskeras.discovery.tables import format_evaluation_table
 
         payload = {
             "split": bundle.split, "n_galaxies": bundle.n_galaxies,
@@ -194,7 +199,7 @@ def _gallery_items(scores_dir: Path, table: dict, provenance: dict, ids: list[st
 
 def _neighbour_items(scores_dir: Path, provenance: dict, query_ids: list[str], k: int) -> list[dict]:
     from ifskeras.records import read_examples
-    from ifskeras.discovery.score import nearest_neighbors
+    from ifskeras.discovery.neighbours import nearest_neighbors
 
     items = []
     for query in query_ids:

@@ -3,18 +3,16 @@
 :func:`write_report` writes ``index.html`` and its PNGs into ``figures/`` beside it. The
 page links only those relative files: no external CSS, JavaScript, fonts or network.
 
-Every number in the report goes through :func:`format_number` (a fixed number of
-decimals), and the tables come from the ``format_*_table`` functions, which return
-lists of rows of strings. The command line prints the same tables, so the terminal
-and the report always show identical numbers. Importing this module is cheap:
-matplotlib loads only when figures are drawn.
+Every number and table in the page comes from :mod:`ifskeras.discovery.tables`, which
+the command line prints too, so the terminal and the report always show identical
+numbers; this module turns them into HTML. Importing it is cheap: matplotlib loads
+only when figures are drawn.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -24,25 +22,23 @@ from typing import Any
 import numpy as np
 
 from ifskeras import __version__
-from ifskeras.discovery.evaluate import Comparison, Evaluation, Retrieval, class_display_name
-from ifskeras.survey.lines import DEFAULT_LINES, pretty_line_name
+from ifskeras.discovery.comparison import Comparison
+from ifskeras.discovery.metrics import Evaluation, class_display_name
+from ifskeras.discovery.retrieval import Retrieval
+from ifskeras.discovery.tables import (
+    as_text,
+    format_class_recall_table,
+    format_evaluation_table,
+    format_number,
+    format_ratio_table,
+    format_retrieval_table,
+    format_top_table,
+)
+from ifskeras.survey.lines import DEFAULT_LINES
 
-__all__ = [
-    "DECIMALS",
-    "format_number",
-    "format_estimate",
-    "format_evaluation_table",
-    "format_class_recall_table",
-    "format_retrieval_table",
-    "format_ratio_table",
-    "write_report",
-]
+__all__ = ["write_report"]
 
-#: Decimals of every number printed by the report and the command line.
-DECIMALS = 3
-_NOT_AVAILABLE = "n/a"
 _TOP_N = 20
-_TOP_LINES = 3
 _FIGURES = "figures"
 _VERDICTS = ("better", "worse", "indistinguishable")
 _CSS = """
@@ -78,106 +74,6 @@ _SECTIONS = (
     ("gallery", "Most anomalous galaxies"),
     ("neighbours", "Neighbours of anomalies"),
 )
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def format_number(value: Any, decimals: int = DECIMALS) -> str:
-    """A number as printed everywhere: ints as ints, floats with ``decimals`` decimals, NaN/None as 'n/a'.
-
-    Examples
-    --------
-    >>> format_number(0.91234), format_number(48), format_number(float("nan"))
-    ('0.912', '48', 'n/a')
-    """
-    if value is None:
-        return _NOT_AVAILABLE
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, int | np.integer):
-        return str(int(value))
-    value = float(value)
-    if not math.isfinite(value):
-        return _NOT_AVAILABLE
-    text = f"{value:.{decimals}f}"
-    return "0." + "0" * decimals if text == "-0." + "0" * decimals else text
-
-
-def format_estimate(estimate, decimals: int = DECIMALS) -> str:
-    """``'value [low, high]'``, or the value alone when there is no interval."""
-    value = format_number(estimate.value, decimals)
-    if not (math.isfinite(estimate.low) and math.isfinite(estimate.high)):
-        return value
-    return f"{value} [{format_number(estimate.low, decimals)}, {format_number(estimate.high, decimals)}]"
-
-
-def format_evaluation_table(
-    evaluation: Evaluation, comparisons: Sequence[Comparison] | None = None
-) -> list[list[str]]:
-    """Header row and one row per score: AUROC, AP, precision/recall/enrichment@k with CIs, verdicts.
-
-    The ``comparisons`` (from :func:`ifskeras.discovery.evaluate.compare_to_baselines`) add the
-    AUROC difference model minus baseline and the verdict to each baseline's row; the
-    model's own row reads ``'model'``.
-    """
-    level = f"{evaluation.confidence * 100:g}% CI"
-    header = ["score", f"AUROC [{level}]", f"AP [{level}]"]
-    for key in evaluation.k_values:
-        k = evaluation.k_label(key)
-        header += [f"P@{k} [{level}]", f"R@{k} [{level}]", f"enrichment@{k} [{level}]"]
-    by_baseline = {c.baseline: c for c in comparisons or ()}
-    models = {c.model for c in comparisons or ()}
-    if comparisons:
-        header += [f"\u0394AUROC vs model [{level}]", "verdict"]
-    rows = [header]
-    for name, m in evaluation.metrics.items():
-        row = [name, format_estimate(m.auroc), format_estimate(m.average_precision)]
-        for key in evaluation.k_values:
-            row += [format_estimate(m.precision_at_k[key]), format_estimate(m.recall_at_k[key]),
-                    format_estimate(m.enrichment_at_k[key])]
-        if comparisons:
-            if name in by_baseline:
-                c = by_baseline[name]
-                row += [format_estimate(c.delta_auroc), c.verdict]
-            else:
-                row += ["", "model" if name in models else ""]
-        rows.append(row)
-    return rows
-
-
-def format_class_recall_table(evaluation: Evaluation) -> list[list[str]]:
-    """Recall of every class among the top 1% / 5% of the whole sample, one row per score and fraction."""
-    classes = list(evaluation.class_counts)
-    header = ["score", "top"] + [f"{class_display_name(c)} (n={evaluation.class_counts[c]})" for c in classes]
-    rows = [header]
-    for name, m in evaluation.metrics.items():
-        for fraction in evaluation.top_fractions:
-            rows.append([name, f"{fraction * 100:g}%"] + [format_number(m.class_recall[c][fraction]) for c in classes])
-    return rows
-
-
-def format_retrieval_table(retrieval: Retrieval) -> list[list[str]]:
-    """Same-class fraction among the k nearest latent neighbours per class, against chance."""
-    header = ["class", "queries", f"same-class fraction of {retrieval.k} neighbours", "chance", "lift"]
-    rows = [header]
-    for label, r in retrieval.per_class.items():
-        rows.append([class_display_name(label), format_number(r.n_queries), format_number(r.same_class_fraction),
-                     format_number(r.chance), format_number(r.lift)])
-    rows.append(["all labelled", format_number(retrieval.n_queries), format_number(retrieval.same_class_fraction),
-                 format_number(retrieval.chance), format_number(retrieval.lift)])
-    return rows
-
-
-def format_ratio_table(retrieval: Retrieval) -> list[list[str]]:
-    """Median |difference| of central line ratios: neighbours against random pairs."""
-    header = ["line ratio", "neighbour pairs", "median |\u0394| neighbours", "median |\u0394| random pairs",
-              "ratio (< 1: neighbours alike)"]
-    rows = [header]
-    for name, r in retrieval.ratios.items():
-        rows.append([name, format_number(r.n_neighbour_pairs), format_number(r.neighbour_median),
-                     format_number(r.random_median), format_number(r.ratio)])
-    return rows
 
 
 # --------------------------------------------------------------------------- report
@@ -251,8 +147,8 @@ def write_report(
             f"scores_table needs columns 'id' and {score_column!r}. Received columns: {sorted(columns)}"
         )
     n = len(columns["id"])
-    ids = np.asarray([_text(v) for v in columns["id"]], dtype=object)
-    labels = np.asarray([_text(v) for v in columns["label"]], dtype=object) if "label" in columns else None
+    ids = np.asarray([as_text(v) for v in columns["id"]], dtype=object)
+    labels = np.asarray([as_text(v) for v in columns["label"]], dtype=object) if "label" in columns else None
     score = np.asarray(columns[score_column], dtype=float)
     model_score = comparisons[0].model if comparisons else score_column
 
@@ -262,7 +158,7 @@ def write_report(
     body.append(_section_head("summary"))
     summary = [["galaxies", format_number(n)], ["ranking score", score_column]]
     if "split" in columns:
-        for split, count in _counts([_text(v) for v in columns["split"]]).items():
+        for split, count in _counts([as_text(v) for v in columns["split"]]).items():
             summary.append([f"split {split or '(none)'}", format_number(count)])
     if labels is not None:
         for label, count in _counts(list(labels)).items():
@@ -286,7 +182,7 @@ def write_report(
                                         labels=None if labels is None else labels.astype(str))
     body.append(_figure_html(path, out_dir, f"Distribution of {score_column} with its 95th and 99th percentiles."))
     body.append(f"<h3>Top {int(min(top_n, n))} galaxies by {_esc(score_column)}</h3>")
-    body.append(_table(_top_table(columns, ids, labels, score, score_column, top_n), numeric=True))
+    body.append(_table(format_top_table(columns, ids, labels, score, score_column, top_n), numeric=True))
 
     # UMAP.
     body.append(_section_head("umap"))
@@ -353,7 +249,7 @@ def write_report(
     if not galleries:
         body.append(_note("No galleries were given."))
     for rank, item in enumerate(galleries, start=1):
-        gid = _text(item["id"])
+        gid = as_text(item["id"])
         caption = _gallery_caption(rank, item, score_column)
         path = figures.plot_gallery(item["flux"], item["reconstruction"], item["valid"], lines, item["line_error"],
                                     fig_dir / f"gallery_{rank:02d}_{_safe(gid)}.png", title=caption)
@@ -364,10 +260,10 @@ def write_report(
     if not neighbours:
         body.append(_note("No neighbour searches were given."))
     for number, item in enumerate(neighbours, start=1):
-        query = _text(item["query_id"])
-        neighbour_ids = [_text(v) for v in item["neighbour_ids"]]
+        query = as_text(item["query_id"])
+        neighbour_ids = [as_text(v) for v in item["neighbour_ids"]]
         distances = [float(d) for d in item["distances"]]
-        item_labels = [_text(v) for v in item["labels"]] if item.get("labels") is not None else None
+        item_labels = [as_text(v) for v in item["labels"]] if item.get("labels") is not None else None
         path = figures.plot_neighbours(item["flux"], item["valid"], lines,
                                        fig_dir / f"neighbours_{number:02d}_{_safe(query)}.png",
                                        ids=[query, *neighbour_ids], labels=item_labels, distances=distances)
@@ -391,14 +287,6 @@ def write_report(
 
 def _esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes | np.bytes_):
-        return value.decode("utf-8")
-    if value is None or value is np.ma.masked:
-        return ""
-    return str(value)
 
 
 def _safe(text: str) -> str:
@@ -474,44 +362,9 @@ def _provenance_value(value: Any) -> str:
     return str(value)
 
 
-def _top_table(columns, ids, labels, score, score_column: str, top_n: int) -> list[list[str]]:
-    order = np.argsort(-np.where(np.isfinite(score), score, -np.inf), kind="stable")[: max(0, int(top_n))]
-    extra = [c for c in ("anomaly_score", "knn_score", "combined_score") if c in columns and c != score_column]
-    if score_column == "anomaly_score" and "anomaly_percentile" in columns:
-        percentile = np.asarray(columns["anomaly_percentile"], dtype=float)
-    else:
-        finite = np.isfinite(score)
-        percentile = np.array([100.0 * np.sum(score[finite] <= s) / max(1, finite.sum()) for s in score])
-    err_names = [c for c in columns if c.startswith("err_")]
-    errors = np.column_stack([np.asarray(columns[c], dtype=float) for c in err_names]) if err_names else None
-    header = ["rank", "id"] + (["split"] if "split" in columns else []) + (["class"] if labels is not None else [])
-    header += [score_column, "percentile", *extra] + (["largest per-line errors"] if errors is not None else [])
-    rows = [header]
-    for rank, i in enumerate(order, start=1):
-        row = [str(rank), ids[i]]
-        if "split" in columns:
-            row.append(_text(columns["split"][i]))
-        if labels is not None:
-            row.append(class_display_name(labels[i]))
-        row += [format_number(score[i]), format_number(percentile[i])]
-        row += [format_number(float(columns[c][i])) for c in extra]
-        if errors is not None:
-            worst = np.argsort(-np.nan_to_num(errors[i], nan=-np.inf), kind="stable")[:_TOP_LINES]
-            row.append(", ".join(_pretty(err_names[j][4:]) for j in worst))
-        rows.append(row)
-    return rows
-
-
-def _pretty(name: str) -> str:
-    try:
-        return pretty_line_name(name)
-    except ValueError:
-        return name
-
-
 def _gallery_caption(rank: int, item: Mapping[str, Any], score_column: str) -> str:
-    label = class_display_name(_text(item.get("label", "")))
-    return (f"#{rank} {_text(item['id'])} ({label}): {score_column} {format_number(item.get('score'))}, "
+    label = class_display_name(as_text(item.get("label", "")))
+    return (f"#{rank} {as_text(item['id'])} ({label}): {score_column} {format_number(item.get('score'))}, "
             f"percentile {format_number(item.get('percentile'))}")
 
 

@@ -9,7 +9,6 @@ latent size, never with the maps.
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import os
 import time
@@ -26,8 +25,7 @@ __all__ = [
     "ScoreResult",
     "score_records",
     "load_scores",
-    "nearest_neighbors",
-    "central_line_ratios",
+    "load_model",
     "check_model_matches_records",
     "SCORES_CSV",
     "SCORES_FITS",
@@ -39,14 +37,6 @@ SCORES_CSV = "scores.csv"
 SCORES_FITS = "scores.fits"
 LATENTS_NPY = "latents.npy"
 SCORING_JSON = "scoring.json"
-#: Radius of the central aperture for line ratios, as a fraction of the map size.
-CENTRAL_APERTURE_FRACTION = 0.15
-_RATIO_LINES = {
-    "log_nii_ha": ("NII-6585", "Ha-6564"),
-    "log_oiii_hb": ("OIII-5008", "Hb-4862"),
-    "log_sii_ha": (("SII-6718", "SII-6732"), "Ha-6564"),
-    "log_oi_ha": ("OI-6302", "Ha-6564"),
-}
 
 
 class ScoringError(ValueError):
@@ -100,16 +90,11 @@ def score_records(
     ``seed`` makes UMAP reproducible (and single-threaded); ``seed=None`` lets UMAP use
     every core.
     """
-    import tensorflow as tf
-
-    from ifskeras.learning.export import ExportError, read_model_metadata
-    from ifskeras.records import load_manifest, make_dataset, manifest_checksum, verify_records
+    from ifskeras.records import load_manifest, make_dataset, manifest_checksum, read_index, verify_records
+    from ifskeras.survey.bpt import DEFAULT_APERTURE_RADIUS, RATIO_NAMES, central_line_ratios
 
     model_dir, records_dir, out_dir = Path(model_dir), Path(records_dir), Path(out_dir)
-    try:
-        metadata = read_model_metadata(model_dir)
-    except ExportError as error:
-        raise ScoringError(str(error)) from None
+    loaded, metadata = load_model(model_dir)
     manifest = load_manifest(records_dir)
     verify_records(records_dir, checksums=True).raise_if_failed()
     check_model_matches_records(metadata, manifest, model_dir=model_dir, records_dir=records_dir)
@@ -124,7 +109,9 @@ def score_records(
     if k < 1:
         raise ScoringError(f"k must be at least 1. Received: {k}")
     lines = list(manifest.lines)
-    loaded = tf.saved_model.load(str(model_dir))
+    # The central aperture is 3 native spaxels (1.5", an SDSS fibre) whatever the grid:
+    # each galaxy's radius in grid pixels follows from its spaxels per pixel.
+    spaxels_per_pixel = {row["id"]: float(row["spaxels_per_pixel"] or 1.0) for row in read_index(records_dir)}
     total = sum(manifest.examples(name) for name in splits)
 
     columns: dict[str, list] = {"id": [], "split": [], "label": [], "anomaly_score": []}
@@ -132,29 +119,32 @@ def score_records(
     started = time.perf_counter()
     with progress_bar(progress, "scoring", total) as bar:
         for split in splits:
-            # The score endpoint reads flux and valid only: skip decoding ivar (45% of a record).
-            dataset = make_dataset(records_dir, split, batch_size=batch_size, training=False, with_ivar=False)
+            # ivar serves the S/N cut of the central line ratios; the score endpoint reads flux and valid.
+            dataset = make_dataset(records_dir, split, batch_size=batch_size, training=False, with_ivar=True)
             for batch in dataset:
                 out = loaded.score(batch["flux"], batch["valid"])
                 n = int(batch["flux"].shape[0])
-                columns["id"].extend(v.decode() for v in batch["id"].numpy())
+                ids = [v.decode() for v in batch["id"].numpy()]
+                columns["id"].extend(ids)
                 columns["split"].extend([split] * n)
                 columns["label"].extend(v.decode() for v in batch["label"].numpy())
                 columns["anomaly_score"].extend(out["anomaly_score"].numpy().astype(float))
                 line_errors.append(out["line_error"].numpy())
                 latents.append(out["latent_mean"].numpy())
-                ratios.append(central_line_ratios(batch["flux"].numpy()[..., 0], batch["valid"].numpy()[..., 0], lines))
+                radius = np.asarray([DEFAULT_APERTURE_RADIUS / spaxels_per_pixel[i] for i in ids])
+                ratios.append(central_line_ratios(batch["flux"].numpy()[..., 0], batch["ivar"].numpy()[..., 0],
+                                                  batch["valid"].numpy()[..., 0], lines, radius=radius))
                 bar.advance(n)
     seconds = time.perf_counter() - started
     n_galaxies = len(columns["id"])
     line_errors = np.concatenate(line_errors).astype(np.float64)
     latents = np.concatenate(latents).astype(np.float32)
-    ratios = {name: np.concatenate([r[name] for r in ratios]) for name in _RATIO_LINES}
+    ratios = {name: np.concatenate([r[name] for r in ratios]) for name in RATIO_NAMES}
     anomaly = np.asarray(columns["anomaly_score"], dtype=np.float64)
     split_array = np.asarray(columns["split"])
     reference = split_array == "train" if (split_array == "train").any() else np.ones(n_galaxies, bool)
 
-    from ifskeras.discovery.baselines import knn_latent_scores
+    from ifskeras.discovery.neighbours import knn_latent_scores
 
     k_eff = min(k, int(reference.sum()) - 1)
     if k_eff < 1:
@@ -199,31 +189,18 @@ def score_records(
     return ScoreResult(out_dir, n_galaxies, provenance["splits"], seconds, n_galaxies / max(seconds, 1e-9))
 
 
-def central_line_ratios(flux: np.ndarray, valid: np.ndarray, lines: list[str]) -> dict[str, np.ndarray]:
-    """log10 line ratios of the flux summed in a central circular aperture, per galaxy.
+def load_model(model_dir: Path):
+    """The SavedModel in ``model_dir`` and its metadata (from its ``metadata()`` endpoint)."""
+    import tensorflow as tf
 
-    ``flux`` and ``valid`` are [B, L, S, S]. A ratio is NaN when a line is not in
-    ``lines`` or its aperture sum is not positive.
-    """
-    size = flux.shape[-1]
-    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
-    aperture = (np.hypot(yy, xx) <= max(1.5, CENTRAL_APERTURE_FRACTION * size)).astype(np.float64)
-    sums = np.einsum("blyx,yx->bl", flux * valid, aperture)
-    index = {line: i for i, line in enumerate(lines)}
-
-    def total(names):
-        names = names if isinstance(names, tuple) else (names,)
-        if not all(name in index for name in names):
-            return np.full(flux.shape[0], np.nan)
-        return sum(sums[:, index[name]] for name in names)
-
-    out = {}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for name, (numerator, denominator) in _RATIO_LINES.items():
-            top, bottom = total(numerator), total(denominator)
-            ratio = np.log10(top / bottom)
-            out[name] = np.where((top > 0) & (bottom > 0), ratio, np.nan)
-    return out
+    if not (model_dir / "saved_model.pb").exists():
+        raise ScoringError(f"{model_dir}: not a SavedModel directory (no saved_model.pb); "
+                           "give the model/ folder of a run, or the output of `ifskeras export`")
+    loaded = tf.saved_model.load(str(model_dir))
+    if not hasattr(loaded, "metadata"):
+        raise ScoringError(f"{model_dir}: a SavedModel, but not one exported by ifskeras (no metadata endpoint)")
+    metadata = json.loads(loaded.metadata()["json"].numpy().decode())
+    return loaded, metadata
 
 
 def load_scores(scores_dir: str | os.PathLike) -> tuple[dict, np.ndarray, dict]:
@@ -242,25 +219,6 @@ def load_scores(scores_dir: str | os.PathLike) -> tuple[dict, np.ndarray, dict]:
         table[name] = np.asarray(values) if name in text_columns else np.asarray(
             [float(v) if v != "" else np.nan for v in values], dtype=np.float64)
     return table, np.load(scores_dir / LATENTS_NPY), json.loads((scores_dir / SCORING_JSON).read_text())
-
-
-def nearest_neighbors(scores_dir: str | os.PathLike, galaxy_id: str, *, k: int = 10) -> list[tuple[str, str, float]]:
-    """The k galaxies nearest to ``galaxy_id`` in latent space: (id, label, distance) rows."""
-    from sklearn.neighbors import NearestNeighbors
-
-    table, latents, _ = load_scores(scores_dir)
-    ids = list(table["id"])
-    if galaxy_id not in ids:
-        close = difflib.get_close_matches(galaxy_id, ids, n=5, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ScoringError(f"galaxy {galaxy_id!r} is not in {scores_dir} ({len(ids)} galaxies){hint}")
-    if k < 1:
-        raise ScoringError(f"k must be at least 1. Received: {k}")
-    query = ids.index(galaxy_id)
-    k_eff = min(k, len(ids) - 1)
-    distances, neighbours = NearestNeighbors(n_neighbors=k_eff + 1).fit(latents).kneighbors(latents[query : query + 1])
-    rows = [(ids[j], str(table["label"][j]), float(d)) for j, d in zip(neighbours[0], distances[0]) if j != query]
-    return rows[:k_eff]
 
 
 def _percentile_of(values: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -42,6 +42,8 @@ __all__ = [
     "SII_LINES",
     "OI_LINE",
     "DEFAULT_APERTURE_RADIUS",
+    "RATIO_NAMES",
+    "RATIO_LABELS",
     "kauffmann03",
     "kewley01_nii",
     "kewley01_sii",
@@ -50,7 +52,9 @@ __all__ = [
     "kewley06_oi",
     "line_ratios",
     "classify_bpt",
+    "aperture_sums",
     "central_aperture_fluxes",
+    "central_line_ratios",
     "classify_galaxy",
     "classify_spaxels",
 ]
@@ -67,6 +71,16 @@ SII_LINES: tuple[str, str] = ("SII-6718", "SII-6732")
 OI_LINE = "OI-6302"
 #: Radius of the central aperture in spaxels: 3 spaxels = 1.5 arcsec, an SDSS 3" fibre.
 DEFAULT_APERTURE_RADIUS = 3.0
+#: The BPT log ratios of :func:`line_ratios`, in column order: the one list that
+#: scores, evaluation and figures use.
+RATIO_NAMES: tuple[str, ...] = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha")
+#: How tables and figures print each ratio.
+RATIO_LABELS: dict[str, str] = {
+    "log_nii_ha": "log [NII] 6585/H\u03b1",
+    "log_oiii_hb": "log [OIII] 5008/H\u03b2",
+    "log_sii_ha": "log [SII] 6718+6732/H\u03b1",
+    "log_oi_ha": "log [OI] 6302/H\u03b1",
+}
 _LABEL_DTYPE = "<U9"
 
 
@@ -228,13 +242,84 @@ def classify_bpt(
     return labels
 
 
+def aperture_sums(flux, ivar, valid, radius, centre=None) -> tuple[np.ndarray, np.ndarray]:
+    """Sum each line's valid flux within a circle; the inverse variance of each sum.
+
+    Parameters
+    ----------
+    flux, ivar, valid : numpy.ndarray
+        [L, H, W] for one galaxy or [B, L, H, W] for a batch; ``valid`` is boolean or 0/1.
+    radius : float or numpy.ndarray
+        Aperture radius in pixels of these maps; one per galaxy ([B]) for a batch whose
+        pixels cover different numbers of native spaxels.
+    centre : (float, float), optional
+        (row, column) of the aperture centre; the geometric map centre by default.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        [L] or [B, L]: the summed flux, and ``1 / sum(1 / ivar)`` over the line's valid
+        pixels with ivar > 0 (pixel noise taken as independent). A line with no such
+        pixel in the aperture gets flux 0 and ivar 0.
+    """
+    flux, ivar = _as_float(flux), _as_float(ivar)
+    single = flux.ndim == 3
+    if single:
+        flux, ivar, valid = flux[None], ivar[None], np.asarray(valid)[None]
+    height, width = flux.shape[-2:]
+    row, column = ((height - 1) / 2.0, (width - 1) / 2.0) if centre is None else centre
+    radius = np.broadcast_to(_as_float(radius), (flux.shape[0],))
+    if not np.all(radius > 0):
+        raise ValueError(f"radius must be > 0. Received: {radius!r}")
+    yy, xx = np.indices((height, width))
+    inside = np.hypot(yy - row, xx - column)[None] <= radius[:, None, None]  # [B, H, W]
+    use = np.asarray(valid, dtype=bool) & inside[:, None] & (ivar > 0)
+    flux_sum = np.where(use, flux, 0.0).sum(axis=(-2, -1))
+    variance = np.where(use, 1.0 / np.where(use, ivar, 1.0), 0.0).sum(axis=(-2, -1))
+    ivar_sum = np.where(variance > 0, 1.0 / np.where(variance > 0, variance, 1.0), 0.0)
+    flux_sum = np.where(variance > 0, flux_sum, 0.0)
+    return (flux_sum[0], ivar_sum[0]) if single else (flux_sum, ivar_sum)
+
+
+def central_line_ratios(
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    valid: np.ndarray,
+    lines,
+    *,
+    radius=DEFAULT_APERTURE_RADIUS,
+    min_snr: float = MIN_SNR,
+) -> dict[str, np.ndarray]:
+    """BPT log ratios (:data:`RATIO_NAMES`) of each galaxy's central aperture, [B] each.
+
+    The fluxes of a central circle of ``radius`` pixels (:func:`aperture_sums`) are
+    used only where the line's aperture S/N reaches ``min_snr``; a ratio with a line
+    below it (or absent from ``lines``) is NaN. This is the measurement behind the
+    report's BPT diagram and the ratio columns of ``scores.csv``.
+
+    Examples
+    --------
+    >>> flux = np.ones((1, 4, 5, 5)) * np.array([1.0, 3.0, 2.86, 0.5])[None, :, None, None]
+    >>> ratios = central_line_ratios(flux, np.full_like(flux, 100.0), np.ones_like(flux),
+    ...                              ["Hb-4862", "OIII-5008", "Ha-6564", "NII-6585"], radius=1.0)
+    >>> round(float(ratios["log_nii_ha"][0]), 3), bool(np.isnan(ratios["log_sii_ha"][0]))
+    (-0.757, True)
+    """
+    sums, ivars = aperture_sums(flux, ivar, valid, radius)
+    snr = sums * np.sqrt(ivars)
+    with np.errstate(invalid="ignore"):
+        measured = {name: np.where(snr[:, i] >= min_snr, sums[:, i], np.nan) for i, name in enumerate(lines)}
+    ratios = line_ratios(measured)
+    return {name: np.broadcast_to(ratios[name], (len(sums),)).copy() for name in RATIO_NAMES}
+
+
 def central_aperture_fluxes(
     maps: GalaxyMaps,
     *,
     radius_spaxels: float = DEFAULT_APERTURE_RADIUS,
     centre: tuple[float, float] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Sum each line's valid flux within a circle around the map centre.
+    """Sum each line's valid flux within a circle around the map centre (:func:`aperture_sums`).
 
     Parameters
     ----------
@@ -249,8 +334,7 @@ def central_aperture_fluxes(
     Returns
     -------
     (dict, dict)
-        Line -> summed flux, and line -> inverse variance of the sum, ``1 / sum(1 / ivar)``
-        over the line's valid spaxels (each line uses its own valid spaxels). A line with no
+        Line -> summed flux, and line -> inverse variance of the sum. A line with no
         valid spaxel in the aperture gets flux 0 and ivar 0.
 
     Examples
@@ -261,17 +345,7 @@ def central_aperture_fluxes(
     """
     if radius_spaxels <= 0:
         raise ValueError(f"radius_spaxels must be > 0. Received: {radius_spaxels!r}")
-    height, width = maps.flux.shape[-2:]
-    row, column = ((height - 1) / 2.0, (width - 1) / 2.0) if centre is None else centre
-    yy, xx = np.indices((height, width))
-    inside = np.hypot(yy - row, xx - column) <= radius_spaxels
-    use = maps.valid & inside[None] & (maps.ivar > 0)
-    flux_sum = np.where(use, maps.flux, 0.0).sum(axis=(1, 2), dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        variance = np.where(use, 1.0 / np.where(use, maps.ivar, 1.0).astype(np.float64), 0.0).sum(axis=(1, 2))
-    counted = use.any(axis=(1, 2))
-    ivar_sum = np.where(counted & (variance > 0), 1.0 / np.where(variance > 0, variance, 1.0), 0.0)
-    flux_sum = np.where(counted, flux_sum, 0.0)
+    flux_sum, ivar_sum = aperture_sums(maps.flux, maps.ivar, maps.valid, radius_spaxels, centre)
     return (
         {name: float(value) for name, value in zip(maps.lines, flux_sum)},
         {name: float(value) for name, value in zip(maps.lines, ivar_sum)},

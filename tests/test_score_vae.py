@@ -1,0 +1,33 @@
+"""Scoring a VAE: the SavedModel path of ``ifskeras score`` on the VAE equals the model's own score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+
+def test_vae_scores_match_the_keras_model(trained_vae, tiny_records, tmp_path):
+    import keras
+
+    import ifskeras.learning.models  # noqa: F401  registers the custom classes
+    from ifskeras.discovery.score import load_scores, score_records
+    from ifskeras.records import load_manifest, read_examples
+
+    result = score_records(trained_vae.export_path, tiny_records, tmp_path / "scores", k=3, umap=False,
+                           progress=False)
+    table, latents, provenance = load_scores(result.out_dir)
+    manifest = load_manifest(tiny_records)
+    assert result.n_galaxies == sum(manifest.examples(s) for s in ("train", "val", "test"))
+    assert provenance["model_metadata"]["model_class"] == "ConvLSTMVAE"
+
+    model = keras.saving.load_model(str(trained_vae.model_path))
+    examples = read_examples(tiny_records, list(table["id"]))
+    direct = model.score(examples["flux"], examples["valid"])
+    # The VAE is scored from its posterior mean: deterministic and equal to the Keras model's score.
+    np.testing.assert_allclose(table["anomaly_score"], np.asarray(direct["anomaly_score"]), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(latents, np.asarray(direct["latent_mean"]), rtol=1e-5, atol=1e-6)
+    for column in ("knn_score", "combined_score", "anomaly_percentile"):
+        assert np.isfinite(table[column]).all(), column
+    assert np.isnan(table["umap_x"]).all()  # umap=False
