@@ -1,4 +1,4 @@
-"""The MAPS reader on real DAP files, hand-made files and broken ones."""
+"""The MAPS reader on real DAP files, synthetic files and deliberately broken ones."""
 
 from __future__ import annotations
 
@@ -8,6 +8,21 @@ import os
 import numpy as np
 import pytest
 from astropy.io import fits
+from simulated import (
+    MAP_SIZE,
+    REAL_FILES,
+    drop_lines,
+    galaxy,
+    galaxy_hdulist,
+    interior_spaxels,
+    reorder_channels,
+    retyped,
+    truncate,
+    without_channel_keys,
+    without_extension,
+    write_galaxy,
+    write_hdulist,
+)
 
 from ifskeras.survey.lines import DEFAULT_LINES, DR15_LINES, LineSelectionError, pretty_line_name, select_lines
 from ifskeras.survey.maps import (
@@ -17,7 +32,6 @@ from ifskeras.survey.maps import (
     NotFitsError,
     read_maps,
 )
-from maps_factory import REAL_FILES, tiny_maps_hdulist, write_tiny_maps
 
 needs_real_data = pytest.mark.skipif(not REAL_FILES, reason="real MaNGA files in ../shared/data are absent")
 
@@ -73,37 +87,41 @@ def test_real_file_matches_fits_values(path):
 
 def test_channels_found_by_name_not_position(tmp_path):
     shuffled = list(DR15_LINES)[::-1]
-    path = write_tiny_maps(tmp_path / "manga-1-2-MAPS.fits", channels=shuffled)
+    path = write_hdulist(tmp_path / "manga-1-2-MAPS.fits", reorder_channels(galaxy_hdulist(), shuffled))
     maps = read_maps(path, lines=["ha-6564"])
     with fits.open(path) as hdul:
         expected = hdul["EMLINE_GFLUX"].data[shuffled.index("Ha-6564")]
+    assert maps.valid[0].any()
     np.testing.assert_array_equal(maps.flux[0][maps.valid[0]], expected[maps.valid[0]])
+    # Same values as the file in the generator's order: the reader followed the names.
+    in_order = read_maps(write_galaxy(tmp_path / "manga-1-3-MAPS.fits"), lines=["ha-6564"])
+    np.testing.assert_array_equal(maps.flux, in_order.flux)
     assert maps.lines == ("Ha-6564",)
 
 
 def test_masked_nonfinite_and_overflow_pixels_are_invalid(tmp_path):
-    hdul = tiny_maps_hdulist()
-    hdul["EMLINE_GFLUX"].data[:, 1, 1] = np.nan
-    hdul["EMLINE_GFLUX"].data[:, 2, 2] = np.inf
-    hdul["EMLINE_GFLUX"].data[:, 3, 3] = 1e38
-    hdul["EMLINE_GFLUX_IVAR"].data[:, 4, 4] = -1.0
-    hdul["EMLINE_GFLUX_MASK"].data[:, 5, 5] = 1 << 5  # UNRELIABLE: kept by default
-    path = tmp_path / "m.fits.gz"
-    hdul.writeto(path)
+    hdul = galaxy_hdulist()
+    assert hdul["EMLINE_GFLUX_MASK"].data[:, 0, 0].all()  # the corner lies outside the bundle: NOCOV
+    nan, inf, huge, negative_ivar, unreliable = interior_spaxels(galaxy().as_galaxy_maps(DR15_LINES), 5)
+    hdul["EMLINE_GFLUX"].data[(slice(None), *nan)] = np.nan
+    hdul["EMLINE_GFLUX"].data[(slice(None), *inf)] = np.inf
+    hdul["EMLINE_GFLUX"].data[(slice(None), *huge)] = 1e38
+    hdul["EMLINE_GFLUX_IVAR"].data[(slice(None), *negative_ivar)] = -1.0
+    hdul["EMLINE_GFLUX_MASK"].data[(slice(None), *unreliable)] = 1 << 5  # UNRELIABLE: kept by default
+    path = write_hdulist(tmp_path / "m.fits.gz", hdul)
     maps = read_maps(path)
-    for y, x in ((0, 0), (1, 1), (2, 2), (3, 3), (4, 4)):
+    for y, x in ((0, 0), nan, inf, huge, negative_ivar):
         assert not maps.valid[:, y, x].any()
         assert np.all(maps.flux[:, y, x] == 0) and np.all(maps.ivar[:, y, x] == 0)
-    assert maps.valid[:, 5, 5].all()
-    assert not read_maps(path, reject_bits=("NOCOV", "DONOTUSE", "UNRELIABLE")).valid[:, 5, 5].any()
+    assert maps.valid[(slice(None), *unreliable)].all()
+    assert not read_maps(path, reject_bits=("NOCOV", "DONOTUSE", "UNRELIABLE")).valid[(slice(None), *unreliable)].any()
     assert np.isfinite(maps.flux).all()
 
 
 def test_plateifu_falls_back_to_file_name(tmp_path):
-    hdul = tiny_maps_hdulist()
+    hdul = galaxy_hdulist()
     del hdul[0].header["PLATEIFU"]
-    path = tmp_path / "manga-8143-3701-MAPS-HYB10-GAU-MILESHC.fits"
-    hdul.writeto(path)
+    path = write_hdulist(tmp_path / "manga-8143-3701-MAPS-HYB10-GAU-MILESHC.fits", hdul)
     assert read_maps(path).plateifu == "8143-3701"
 
 
@@ -125,17 +143,13 @@ def test_unreadable_files_raise_typed_errors(tmp_path, make, error, message):
 
 
 def test_truncated_gzip(tmp_path):
-    good = write_tiny_maps(tmp_path / "good.fits.gz")
-    data = good.read_bytes()
-    path = tmp_path / "manga-1-2-MAPS.fits.gz"
-    path.write_bytes(data[: len(data) // 2])
+    path = truncate(write_galaxy(tmp_path / "manga-1-2-MAPS.fits.gz"))
     with pytest.raises(NotFitsError, match="truncated") as info:
         read_maps(path)
     assert str(path) in str(info.value)
 
-    plain = write_tiny_maps(tmp_path / "plain.fits")
-    cut = tmp_path / "cut.fits"
-    cut.write_bytes(plain.read_bytes()[:-1000])
+    cut = write_galaxy(tmp_path / "cut.fits")
+    cut.write_bytes(cut.read_bytes()[:-1000])
     with pytest.raises(NotFitsError, match="truncated"):
         read_maps(cut)
 
@@ -148,65 +162,56 @@ def test_missing_file_and_directory(tmp_path):
 
 
 def test_missing_extension_names_what_is_present(tmp_path):
-    hdul = tiny_maps_hdulist()
-    del hdul["EMLINE_GFLUX_IVAR"]
-    path = tmp_path / "m.fits"
-    hdul.writeto(path)
+    path = write_hdulist(tmp_path / "m.fits", without_extension(galaxy_hdulist(), "EMLINE_GFLUX_IVAR"))
     with pytest.raises(MissingExtensionError, match="missing extension EMLINE_GFLUX_IVAR; extensions present: PRIMARY"):
         read_maps(path)
 
 
 def test_missing_line_names_line_and_available(tmp_path):
-    channels = [c for c in DR15_LINES if c != "HeII-4687"]
-    path = write_tiny_maps(tmp_path / "m.fits", channels=channels)
+    path = write_hdulist(tmp_path / "m.fits", drop_lines(galaxy_hdulist(), "HeII-4687"))
     with pytest.raises(MissingLineError, match=r"HeII-4687 not in EMLINE_GFLUX; available: OII-3727") as info:
         read_maps(path)
     assert str(path) in str(info.value)
 
 
 def test_no_channel_keys(tmp_path):
-    hdul = tiny_maps_hdulist()
-    for key in [k for k in hdul["EMLINE_GFLUX"].header if k.startswith("C") and k[1:].isdigit()]:
-        del hdul["EMLINE_GFLUX"].header[key]
-    path = tmp_path / "m.fits"
-    hdul.writeto(path)
+    path = write_hdulist(tmp_path / "m.fits", without_channel_keys(galaxy_hdulist()))
     with pytest.raises(MapsFormatError, match="no channel keys"):
         read_maps(path)
 
 
 def test_wrong_dimensionality_and_shape_mismatch(tmp_path):
-    hdul = tiny_maps_hdulist()
+    hdul = galaxy_hdulist()
     hdul["EMLINE_GFLUX"].data = hdul["EMLINE_GFLUX"].data[0]
-    path = tmp_path / "flat.fits"
-    hdul.writeto(path)
+    path = write_hdulist(tmp_path / "flat.fits", hdul)
     with pytest.raises(MapsFormatError, match="2 dimensions, expected 3"):
         read_maps(path)
 
-    hdul = tiny_maps_hdulist()
+    hdul = galaxy_hdulist()
     hdul["EMLINE_GFLUX_IVAR"].data = hdul["EMLINE_GFLUX_IVAR"].data[:, :5, :5].copy()
-    path = tmp_path / "mismatch.fits"
-    hdul.writeto(path)
-    with pytest.raises(MapsFormatError, match="shapes differ"):
+    path = write_hdulist(tmp_path / "mismatch.fits", hdul)
+    with pytest.raises(MapsFormatError, match=rf"shapes differ: EMLINE_GFLUX \(22, {MAP_SIZE}, {MAP_SIZE}\)"):
         read_maps(path)
 
 
 def test_integer_flux_is_refused(tmp_path):
-    path = write_tiny_maps(tmp_path / "int.fits", flux_dtype=np.int16)
+    path = write_hdulist(tmp_path / "int.fits", retyped(galaxy_hdulist(), "EMLINE_GFLUX", np.int16))
     with pytest.raises(MapsFormatError, match="int16 data, expected floating point"):
         read_maps(path)
 
 
 def test_gzip_and_plain_read_identically(tmp_path):
-    plain = write_tiny_maps(tmp_path / "a.fits")
+    plain = write_galaxy(tmp_path / "a.fits")
     packed = tmp_path / "a.fits.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
     a, b = read_maps(plain), read_maps(packed)
+    assert a.valid.any()
     np.testing.assert_array_equal(a.flux, b.flux)
     np.testing.assert_array_equal(a.valid, b.valid)
 
 
 def test_other_quantity_and_bad_arguments(tmp_path):
-    path = write_tiny_maps(tmp_path / "a.fits")
+    path = write_galaxy(tmp_path / "a.fits")
     with pytest.raises(MissingExtensionError, match="EMLINE_GVEL"):
         read_maps(path, quantity="gvel")
     with pytest.raises(ValueError, match="Received: 'XYZ'"):
@@ -216,7 +221,7 @@ def test_other_quantity_and_bad_arguments(tmp_path):
 
 
 def test_unreadable_permissions(tmp_path, monkeypatch):
-    path = write_tiny_maps(tmp_path / "a.fits")
+    path = write_galaxy(tmp_path / "a.fits")
     path.chmod(0)
     if os.geteuid() == 0:  # root reads anything: simulate the check a normal user meets
         monkeypatch.setattr(os, "access", lambda p, mode: False)

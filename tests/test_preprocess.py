@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from records_helpers import NOCOV, REAL_DATA, galaxy_cubes
+from simulated import NOCOV, REAL_FILES, galaxy
 
 from ifskeras.survey.maps import read_maps
 from ifskeras.survey.preprocess import (
@@ -14,20 +14,19 @@ from ifskeras.survey.preprocess import (
     to_grid,
 )
 
-REAL_FILES = sorted(REAL_DATA.glob("manga-*-MAPS-*.fits.gz")) if REAL_DATA.is_dir() else []
 realdata = pytest.mark.skipif(not REAL_FILES, reason="real MaNGA files not in ../shared/data")
-#: Total valid flux of a smooth galaxy with a hexagonal footprint is kept to this fraction
-#: when an output pixel spans at most 1.5 input spaxels, and to COARSE_FLUX_TOLERANCE at 3.
+#: Total valid flux of every line of a synthetic star-forming galaxy in a 19-fibre bundle
+#: (hexagon 28 spaxels across) is kept to this fraction on 16 x 16 and 32 x 32 grids (output
+#: pixels of 1.75 and 0.875 spaxels), and to COARSE_FLUX_TOLERANCE on 8 x 8 (3.5 spaxels).
 FLUX_TOLERANCE = 0.02
 COARSE_FLUX_TOLERANCE = 0.07
 
 
-def _valid_cubes(size=20, seed=0, *, holes=True):
-    flux, ivar, mask = galaxy_cubes(size, seed=seed)
-    if not holes:
-        mask &= NOCOV
-    valid = (mask == 0) & (ivar > 0)
-    return np.where(valid, flux, 0).astype(np.float32), np.where(valid, ivar, 0).astype(np.float32), valid
+def _footprint_cubes(seed):
+    """Flux, ivar and validity of a synthetic galaxy, valid wherever the bundle has data (no holes)."""
+    made = galaxy(seed, "SF", ifu_fibres=19)
+    valid = ((made.mask & NOCOV) == 0) & (made.ivar > 0)
+    return np.where(valid, made.flux, 0).astype(np.float32), np.where(valid, made.ivar, 0).astype(np.float32), valid
 
 
 def test_overlap_matrix_rows_cover_output_pixels():
@@ -58,7 +57,8 @@ def test_fit_conserves_flux_exactly_when_all_valid():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fit_conserves_flux_of_hexagonal_footprint_within_tolerance(seed):
-    flux, ivar, valid = _valid_cubes(24, seed, holes=False)
+    flux, ivar, valid = _footprint_cubes(seed)
+    assert covered_box(valid)[2] == 28 and not valid.all()
     for size, tolerance in ((8, COARSE_FLUX_TOLERANCE), (16, FLUX_TOLERANCE), (32, FLUX_TOLERANCE)):
         grid = fit_to_grid(flux, ivar, valid, size)
         total_in = (flux * valid).sum(axis=(1, 2))

@@ -7,11 +7,13 @@ import sys
 import time
 
 import pytest
-from records_helpers import bad_inputs, make_survey, records_dir, small_options, survey_dir  # noqa: F401
+from pictures import assert_picture
+from simulated import bad_inputs, small_options
 from typer.testing import CliRunner
 
 from ifskeras.cli.app import app
 from ifskeras.records import convert_maps, load_manifest
+from ifskeras.survey.synth import make_survey
 
 runner = CliRunner()
 
@@ -47,12 +49,13 @@ def test_convert_summary_and_exit_codes(tmp_path):
     assert bad_line.exit_code == 1 and "Unknown emission line" in bad_line.output
 
 
-def test_inspect_verify_and_merge_commands(records_dir, survey_dir, tmp_path):  # noqa: F811
+def test_inspect_verify_and_merge_commands(records_dir, survey_dir, tmp_path):
     summary = _run("inspect", records_dir)
     assert summary.exit_code == 0 and "train" in summary.output and "[19, 8, 8]" in summary.output
-    galaxy = "8000-1901"
+    galaxy = "10001-1901"
     picture = _run("inspect", records_dir, "--png", tmp_path / "g.png", "--id", galaxy)
-    assert picture.exit_code == 0 and (tmp_path / "g.png").exists()
+    assert picture.exit_code == 0, picture.output
+    assert_picture(tmp_path / "g.png", size=(1440, 1080))  # 5 x 4 panels of 3.2 x 2.9 inches + title, 90 dpi
     unknown = _run("inspect", records_dir, "--png", tmp_path / "h.png", "--id", "1-1")
     assert unknown.exit_code == 1 and "1-1" in unknown.output
     assert _run("inspect", tmp_path / "nowhere").exit_code == 1
@@ -75,10 +78,11 @@ def _convert_command(maps_dir, out, *extra):
             "--out", str(out), "--size", "8", "--shard-mb", "0.01", "--quiet", *extra]
 
 
+@pytest.mark.long
 def test_killed_conversion_resumes_byte_identically(tmp_path):
     """SIGKILL a real `ifskeras convert` right after its first shard, then resume."""
     maps_dir = tmp_path / "maps"
-    make_survey(maps_dir, 40, size=14)
+    make_survey(maps_dir, 40, seed=2)
     reference = tmp_path / "reference"
     convert_maps([maps_dir], reference, small_options(shard_mb=0.01, min_shards=1))
     out = tmp_path / "killed"
@@ -109,7 +113,7 @@ def test_killed_conversion_resumes_byte_identically(tmp_path):
     assert load_manifest(out)["splits"] == load_manifest(reference)["splits"]
 
 
-def test_convert_never_loads_tensorflow(survey_dir, tmp_path):  # noqa: F811
+def test_convert_never_loads_tensorflow(survey_dir, tmp_path):
     """A conversion (parallel too) starts in a fraction of a second: no TensorFlow anywhere."""
     script = (
         "import sys\n"

@@ -9,14 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from records_helpers import (  # noqa: F401  (fixtures)
-    REAL_DATA,
-    bad_inputs,
-    records_dir,
-    small_options,
-    survey_dir,
-    write_maps,
-)
+from simulated import REAL_FILES, bad_inputs, small_options, write_galaxy
 
 from ifskeras.survey.maps import read_maps
 from ifskeras.survey.preprocess import to_grid
@@ -46,7 +39,7 @@ def _manifest_without_time(directory):
     return data
 
 
-def test_records_hold_the_preprocessed_maps(records_dir, survey_dir):  # noqa: F811
+def test_records_hold_the_preprocessed_maps(records_dir, survey_dir):
     rows = read_index(records_dir)
     row = rows[0]
     galaxy = read_examples(records_dir, [row["id"]])
@@ -59,9 +52,9 @@ def test_records_hold_the_preprocessed_maps(records_dir, survey_dir):  # noqa: F
     assert sorted(r["id"] for r in rows) == sorted({r["id"] for r in rows}) and len(rows) == 12
 
 
-def test_collect_inputs_expands_directories_and_list_files(survey_dir, tmp_path):  # noqa: F811
+def test_collect_inputs_expands_directories_and_list_files(survey_dir, tmp_path):
     listing = tmp_path / "inputs.txt"
-    first = sorted(survey_dir.glob("*.fits"))[0]
+    first = sorted(survey_dir.glob("manga-*.fits.gz"))[0]
     listing.write_text(f"# survey subset\n{first}\n\nmanga-1-1-MAPS-absent.fits\n")
     paths, problems = collect_inputs([listing, survey_dir, tmp_path / "nothing-here"])
     assert len(paths) == 13 and paths == sorted(paths)
@@ -89,9 +82,9 @@ def test_mixed_inputs_convert_the_good_ones_and_list_each_bad_one(tmp_path):
 def test_duplicate_plateifu_keeps_first_in_sorted_order(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    write_maps(tmp_path / "a" / "manga-7000-1901-MAPS.fits", "7000-1901", seed=1)
-    write_maps(tmp_path / "b" / "manga-7000-1901-MAPS.fits", "7000-1901", seed=2)
-    write_maps(tmp_path / "b" / "manga-7001-1901-MAPS.fits", "7001-1901", seed=3)
+    write_galaxy(tmp_path / "a" / "manga-7000-1901-MAPS.fits", "7000-1901", seed=1)
+    write_galaxy(tmp_path / "b" / "manga-7000-1901-MAPS.fits", "7000-1901", seed=2)
+    write_galaxy(tmp_path / "b" / "manga-7001-1901-MAPS.fits", "7001-1901", seed=3)
     result = convert_maps([tmp_path / "b", tmp_path / "a"], tmp_path / "out", small_options())
     assert result.manifest["totals"]["examples"] == 2
     assert result.duplicates == [{
@@ -103,8 +96,8 @@ def test_duplicate_plateifu_keeps_first_in_sorted_order(tmp_path):
     assert kept["7000-1901"].startswith(str(tmp_path / "a"))
 
 
-def test_labels_are_joined_by_plateifu(survey_dir, tmp_path):  # noqa: F811
-    ids = [path.name.split("-MAPS")[0].removeprefix("manga-") for path in sorted(survey_dir.glob("*.fits"))]
+def test_labels_are_joined_by_plateifu(survey_dir, tmp_path):
+    ids = [path.name.split("-MAPS")[0].removeprefix("manga-") for path in sorted(survey_dir.glob("manga-*.fits.gz"))]
     labels = tmp_path / "labels.csv"
     labels.write_text("plateifu,kind\n" + f"{ids[0]},AGN\n{ids[1]},SF\n9999-1,unused\n")
     result = convert_maps([survey_dir], tmp_path / "out", small_options(labels=str(labels), label_column="kind"))
@@ -115,7 +108,7 @@ def test_labels_are_joined_by_plateifu(survey_dir, tmp_path):  # noqa: F811
         convert_maps([survey_dir], tmp_path / "out2", small_options(labels=str(labels)))
 
 
-def test_refuses_non_empty_output_and_overwrite_replaces(survey_dir, tmp_path):  # noqa: F811
+def test_refuses_non_empty_output_and_overwrite_replaces(survey_dir, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -146,18 +139,18 @@ def test_no_inputs_is_an_error(tmp_path):
         convert_maps([tmp_path / "empty"], tmp_path / "out", small_options())
 
 
-def test_shards_respect_size_and_minimum(survey_dir, tmp_path):  # noqa: F811
+def test_shards_respect_size_and_minimum(survey_dir, tmp_path):
     one = convert_maps([survey_dir], tmp_path / "one", small_options(shard_mb=100, min_shards=1, val_fraction=0, test_fraction=0))
     assert [len(one.manifest["splits"][s]["shards"]) for s in ("train", "val", "test")] == [1, 0, 0]
     many = convert_maps([survey_dir], tmp_path / "many", small_options(shard_mb=100, min_shards=5, val_fraction=0, test_fraction=0))
     assert [s["examples"] for s in many.manifest["splits"]["train"]["shards"]] == [2, 2, 3, 2, 3]
     gzip = convert_maps([survey_dir], tmp_path / "gzip", small_options(compression="gzip", shard_mb=100, min_shards=1, val_fraction=0, test_fraction=0))
     assert gzip.manifest["totals"]["bytes"] < one.manifest["totals"]["bytes"]
-    assert set(read_examples(tmp_path / "gzip", ["8000-1901"])["id"]) == {"8000-1901"}
+    assert set(read_examples(tmp_path / "gzip", ["10001-1901"])["id"]) == {"10001-1901"}
 
 
 @pytest.mark.parametrize("shards", ["many", "one"])
-def test_parallel_workers_write_identical_records(survey_dir, tmp_path, monkeypatch, shards):  # noqa: F811
+def test_parallel_workers_write_identical_records(survey_dir, tmp_path, monkeypatch, shards):
     """Workers writing whole shards (enough shards) or sending galaxies to this process (one shard)."""
     options = (small_options(val_fraction=0.2, test_fraction=0.2) if shards == "many"
                else small_options(val_fraction=0, test_fraction=0, min_shards=1, shard_mb=100))
@@ -176,7 +169,8 @@ def test_parallel_workers_write_identical_records(survey_dir, tmp_path, monkeypa
     assert reference.converted == 12
 
 
-def test_a_worker_killed_mid_run_is_a_clear_error_and_resume_finishes(survey_dir, tmp_path):  # noqa: F811
+@pytest.mark.long
+def test_a_worker_killed_mid_run_is_a_clear_error_and_resume_finishes(survey_dir, tmp_path):
     import multiprocessing
     import signal
 
@@ -196,7 +190,7 @@ def test_a_worker_killed_mid_run_is_a_clear_error_and_resume_finishes(survey_dir
     assert _files(out) == _files(reference)
 
 
-def test_interrupted_run_resumes_byte_identically(survey_dir, records_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_interrupted_run_resumes_byte_identically(survey_dir, records_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
     writes = {"n": 0}
     original = convert_module._ShardWriter.write
@@ -225,7 +219,7 @@ def test_interrupted_run_resumes_byte_identically(survey_dir, records_dir, tmp_p
     assert _manifest_without_time(out) == _manifest_without_time(records_dir)
 
 
-def test_resume_redoes_a_damaged_completed_shard(survey_dir, records_dir, tmp_path):  # noqa: F811
+def test_resume_redoes_a_damaged_completed_shard(survey_dir, records_dir, tmp_path):
     out = tmp_path / "out"
     options = small_options(val_fraction=0.2, test_fraction=0.2)
     convert_maps([survey_dir], out, options)
@@ -252,7 +246,7 @@ class _FillingDisk:
         return getattr(self.inner, name)
 
 
-def test_disk_full_leaves_no_shard_that_looks_complete(survey_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_disk_full_leaves_no_shard_that_looks_complete(survey_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
     state = {"written": 0, "budget": 40_000}  # a first shard (2-3 records of ~11 kB), not a second
     original_init = convert_module._ShardWriter.__init__
@@ -274,7 +268,7 @@ def test_disk_full_leaves_no_shard_that_looks_complete(survey_dir, tmp_path, mon
     assert result.resumed_shards == len(completed) and result.manifest["totals"]["examples"] == 12
 
 
-def test_cluster_parts_are_disjoint_and_cover_the_survey(survey_dir, tmp_path):  # noqa: F811
+def test_cluster_parts_are_disjoint_and_cover_the_survey(survey_dir, tmp_path):
     ids = set()
     total = 0
     for index in range(3):
@@ -288,9 +282,9 @@ def test_cluster_parts_are_disjoint_and_cover_the_survey(survey_dir, tmp_path): 
 
 
 @pytest.mark.realdata
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="real MaNGA files not in ../shared/data")
+@pytest.mark.skipif(not REAL_FILES, reason="real MaNGA files not in ../shared/data")
 def test_pad_mode_records_hold_the_fits_values(tmp_path):
-    files = sorted(REAL_DATA.glob("manga-*-MAPS-*.fits.gz"))
+    files = REAL_FILES
     out = tmp_path / "real"
     convert_maps(files, out, ConvertOptions(size=48, mode="pad", shard_mb=100, val_fraction=0, test_fraction=0))
     galaxies = read_examples(out, ["7815-3702", "8143-3701"])
@@ -306,10 +300,10 @@ def test_pad_mode_records_hold_the_fits_values(tmp_path):
 
 
 def test_peek_matches_the_reader_on_odd_headers(tmp_path):
-    path = write_maps(tmp_path / "manga-7-8-MAPS.fits", "  O'Brien-1 ")
+    path = write_galaxy(tmp_path / "manga-7-8-MAPS.fits", "  O'Brien-1 ")
     assert convert_module.peek_plateifu(path) == read_maps(path).plateifu == "O'Brien-1"
     unnamed = tmp_path / "manga-12-34-MAPS.fits"
-    write_maps(unnamed, "")
+    write_galaxy(unnamed, "")
     assert convert_module.peek_plateifu(unnamed) == read_maps(unnamed).plateifu == "12-34"
     assert os.path.getsize(unnamed) > 0
 

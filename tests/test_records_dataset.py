@@ -5,7 +5,8 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from records_helpers import records_dir, small_options, survey_dir  # noqa: F401  (fixtures)
+from pictures import assert_picture
+from simulated import small_options
 
 from ifskeras.records import (
     EmptySplitError,
@@ -86,7 +87,7 @@ def test_shard_writer_writes_what_tensorflow_reads(tmp_path, compression):
         assert ours.read_bytes() == theirs.read_bytes()
 
 
-def test_make_dataset_shapes_dtypes_and_all_examples(records_dir):  # noqa: F811
+def test_make_dataset_shapes_dtypes_and_all_examples(records_dir):
     spec = dataset_spec(records_dir)
     assert spec.input_shape == (19, 8, 8, 1) and len(spec.lines) == 19
     n_train = spec.examples["train"]
@@ -103,7 +104,7 @@ def test_make_dataset_shapes_dtypes_and_all_examples(records_dir):  # noqa: F811
     assert [v.decode() for batch in again for v in batch["id"].numpy()] == ids  # in a fixed order
 
 
-def test_training_dataset_shuffles_repeats_and_drops_remainder(records_dir):  # noqa: F811
+def test_training_dataset_shuffles_repeats_and_drops_remainder(records_dir):
     n_train = dataset_spec(records_dir).examples["train"]
     training = make_dataset(records_dir, "train", batch_size=4, training=True, seed=3, shuffle_buffer=16)
     batches = list(training.take(2 * n_train))
@@ -114,7 +115,7 @@ def test_training_dataset_shuffles_repeats_and_drops_remainder(records_dir):  # 
     assert len(one_pass) == n_train // 4
 
 
-def test_input_pipelines_read_disjoint_shards(records_dir):  # noqa: F811
+def test_input_pipelines_read_disjoint_shards(records_dir):
     parts = [
         {v.decode() for batch in make_dataset(records_dir, "train", batch_size=2, training=False,
                                                num_input_pipelines=2, input_pipeline_id=i) for v in batch["id"].numpy()}
@@ -126,7 +127,7 @@ def test_input_pipelines_read_disjoint_shards(records_dir):  # noqa: F811
         make_dataset(records_dir, "train", batch_size=2, training=True, num_input_pipelines=9, input_pipeline_id=0)
 
 
-def test_missing_shard_and_empty_split_are_errors(records_dir, survey_dir, tmp_path):  # noqa: F811
+def test_missing_shard_and_empty_split_are_errors(records_dir, survey_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(records_dir, copy)
     next(copy.glob("maps-val.*")).unlink()
@@ -139,7 +140,7 @@ def test_missing_shard_and_empty_split_are_errors(records_dir, survey_dir, tmp_p
         make_dataset(tmp_path / "no_test", "train", batch_size=64, training=True, repeat=1)
 
 
-def test_read_examples_returns_requested_ids_in_order(records_dir):  # noqa: F811
+def test_read_examples_returns_requested_ids_in_order(records_dir):
     ids = [row["id"] for row in read_index(records_dir)][::-4]
     got = read_examples(records_dir, ids)
     assert list(got["id"]) == ids and got["flux"].shape == (len(ids), 19, 8, 8, 1)
@@ -150,7 +151,7 @@ def test_read_examples_returns_requested_ids_in_order(records_dir):  # noqa: F81
         read_examples(records_dir, ["0000-0000"])
 
 
-def test_without_ivar_same_flux_and_mask(records_dir):  # noqa: F811
+def test_without_ivar_same_flux_and_mask(records_dir):
     full = next(iter(make_dataset(records_dir, "train", batch_size=5, training=False)))
     lean = next(iter(make_dataset(records_dir, "train", batch_size=5, training=False, with_ivar=False)))
     assert "ivar" in full and "ivar" not in lean
@@ -158,10 +159,12 @@ def test_without_ivar_same_flux_and_mask(records_dir):  # noqa: F811
         np.testing.assert_array_equal(lean[key], full[key])
 
 
-def test_inspect_summary_and_png(records_dir, tmp_path):  # noqa: F811
+def test_inspect_summary_and_png(records_dir, tmp_path):
     text = summarize_records(records_dir)
     manifest = load_manifest(records_dir)
     assert "[19, 8, 8]" in text and f"train {manifest.examples('train'):7d}" in text and "Ha-6564" in text
     galaxy = read_index(records_dir)[0]["id"]
     png = render_galaxy(records_dir, galaxy, tmp_path / "galaxy.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # 19 panels in 5 columns and 4 rows of 3.2 x 2.9 inches (+0.4 for the title), at 90 dpi.
+    pixels = assert_picture(png, size=(1440, 1080))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # colour-mapped maps, not just text and frames

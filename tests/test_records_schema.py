@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from records_helpers import records_dir, survey_dir  # noqa: F401  (fixtures)
 
 from ifskeras.records import (
     SCHEMA_VERSION,
@@ -136,7 +135,7 @@ def test_splits_are_stable_across_processes_and_follow_fractions():
     assert 0 <= stable_fraction("x", "split") < 1 and part_of("7815-3702", 4) in range(4)
 
 
-def test_manifest_contents(records_dir):  # noqa: F811
+def test_manifest_contents(records_dir):
     manifest = load_manifest(records_dir)
     data = json.loads((records_dir / "manifest.json").read_text())
     assert data["schema_version"] == SCHEMA_VERSION == 1
@@ -159,7 +158,7 @@ def test_manifest_contents(records_dir):  # noqa: F811
     assert len(manifest_checksum(records_dir)) == 64
 
 
-def test_load_manifest_refuses_unknown_schema_version_and_missing_shards(records_dir, tmp_path):  # noqa: F811
+def test_load_manifest_refuses_unknown_schema_version_and_missing_shards(records_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(records_dir, copy)
     manifest_path = copy / "manifest.json"

@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from records_helpers import records_dir, small_options, survey_dir  # noqa: F401  (fixtures)
+from simulated import small_options
 
 from ifskeras.records import (
     CorruptRecordsError,
@@ -19,7 +19,7 @@ from ifskeras.records import (
 
 
 @pytest.fixture
-def damaged(records_dir, tmp_path):  # noqa: F811
+def damaged(records_dir, tmp_path):
     """A fresh copy of the records to break."""
     copy = tmp_path / "copy"
     shutil.copytree(records_dir, copy)
@@ -30,7 +30,7 @@ def _kinds(report):
     return sorted(problem.kind for problem in report.problems)
 
 
-def test_intact_records_pass_both_checks(records_dir):  # noqa: F811
+def test_intact_records_pass_both_checks(records_dir):
     quick = verify_records(records_dir)
     full = verify_records(records_dir, full=True)
     assert quick.ok and full.ok and full.examples == 12
@@ -71,7 +71,7 @@ def test_count_mismatch_is_found(damaged):
     assert "count" in _kinds(verify_records(damaged, full=True))
 
 
-def test_merge_of_cluster_parts_equals_one_conversion(survey_dir, records_dir, tmp_path):  # noqa: F811
+def test_merge_of_cluster_parts_equals_one_conversion(survey_dir, records_dir, tmp_path):
     options = dict(val_fraction=0.2, test_fraction=0.2)
     parts = [tmp_path / f"part{i}" for i in range(3)]
     for index, part in enumerate(parts):
@@ -91,7 +91,7 @@ def test_merge_of_cluster_parts_equals_one_conversion(survey_dir, records_dir, t
         merge_records(parts, tmp_path / "merged")
 
 
-def test_merge_refuses_incompatible_or_overlapping_parts(survey_dir, records_dir, tmp_path):  # noqa: F811
+def test_merge_refuses_incompatible_or_overlapping_parts(survey_dir, records_dir, tmp_path):
     convert_maps([survey_dir], tmp_path / "small", small_options(size=4))
     with pytest.raises(MergeError, match="differs.*shape"):
         merge_records([records_dir, tmp_path / "small"], tmp_path / "out")

@@ -32,13 +32,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from maps_factory import tiny_maps_hdulist
-from records_helpers import make_survey, records_dir, small_options, survey_dir  # noqa: F401  (fixtures)
+from simulated import (
+    MAP_SIZE,
+    drop_lines,
+    fits_bytes,
+    galaxy,
+    galaxy_hdulist,
+    interior_spaxels,
+    rename_channels,
+    retyped,
+    small_options,
+    without_channel_keys,
+)
 from typer.testing import CliRunner
 
 from ifskeras.cli.app import app
 from ifskeras.survey.lines import DEFAULT_LINES, DR15_LINES
 from ifskeras.survey.maps import MapsFormatError, MissingExtensionError, MissingLineError, NotFitsError, read_maps
+from ifskeras.survey.synth import make_survey
 from ifskeras.records import (
     ConvertOptions,
     CorruptRecordsError,
@@ -92,23 +103,8 @@ def assert_nothing_half_written(out: Path, reference: Path) -> None:
 
 # ============================================================================ 1. bad inputs
 
-def _hdul(plateifu: str, **kwargs) -> fits.HDUList:
-    return tiny_maps_hdulist(plateifu=plateifu, **kwargs)
-
-
-def _fits_bytes(hdul: fits.HDUList) -> bytes:
-    from io import BytesIO
-
-    buffer = BytesIO()
-    hdul.writeto(buffer)
-    return buffer.getvalue()
-
-
-def _without_channel_keys(hdul):
-    header = hdul["EMLINE_GFLUX"].header
-    for key in [k for k in header if k.startswith("C") and k[1:].isdigit()]:
-        del header[key]
-    return hdul
+# Every corpus file is a synthetic galaxy (simulated.galaxy_hdulist, 32 x 32 spaxels) with at
+# most one thing broken.
 
 
 def _flat(hdul):
@@ -122,15 +118,19 @@ def _shape_mismatch(hdul):
 
 
 def _float_mask(hdul):
-    hdul["EMLINE_GFLUX_MASK"].data = hdul["EMLINE_GFLUX_MASK"].data.astype(np.float32)
-    return hdul
+    return retyped(hdul, "EMLINE_GFLUX_MASK", np.float32)
+
+
+def _int16_flux(hdul):
+    return retyped(hdul, "EMLINE_GFLUX", np.int16)
 
 
 def _ivar_channels_reversed(hdul):
-    header = hdul["EMLINE_GFLUX_IVAR"].header
-    for index, channel in enumerate(reversed(DR15_LINES), start=1):
-        header[f"C{index:02d}"] = channel
-    return hdul
+    return rename_channels(hdul, "EMLINE_GFLUX_IVAR", reversed(DR15_LINES))
+
+
+def _without_ha(hdul):
+    return drop_lines(hdul, "Ha-6564")
 
 
 def _all_nan(hdul):
@@ -138,15 +138,23 @@ def _all_nan(hdul):
     return hdul
 
 
-#: (y, x) pixels spoiled in every line of the "bad_pixels" galaxy, and how.
-SPOILED = {(1, 1): "nan", (2, 2): "inf", (3, 3): "1e38", (4, 4): "negative ivar", (5, 5): "-inf"}
+#: Seed of the "bad_pixels" galaxy.
+BAD_PIXELS_SEED = 3
+#: (y, x) pixels spoiled in every line of the "bad_pixels" galaxy, and how: the five nearest
+#: the centre that are valid in every line before they are spoiled.
+SPOILED = dict(zip(interior_spaxels(galaxy(BAD_PIXELS_SEED).as_galaxy_maps(DR15_LINES), 5),
+                   ("nan", "inf", "1e38", "negative ivar", "-inf"), strict=True))
 NAN_LINE = "OIII-5008"
 
 
 def _bad_pixels(hdul):
     flux, ivar = hdul["EMLINE_GFLUX"].data, hdul["EMLINE_GFLUX_IVAR"].data
-    flux[:, 1, 1], flux[:, 2, 2], flux[:, 3, 3], flux[:, 5, 5] = np.nan, np.inf, 1e38, -np.inf
-    ivar[:, 4, 4] = -1.0
+    spoil = {"nan": np.nan, "inf": np.inf, "1e38": 1e38, "-inf": -np.inf}
+    for (y, x), how in SPOILED.items():
+        if how == "negative ivar":
+            ivar[:, y, x] = -1.0
+        else:
+            flux[:, y, x] = spoil[how]
     flux[list(DR15_LINES).index(NAN_LINE)] = np.nan  # one whole line unusable
     return hdul
 
@@ -164,21 +172,21 @@ class Case:
 
 
 def _writer(edit=None, **kwargs):
-    return lambda plateifu: _fits_bytes((edit or (lambda h: h))(_hdul(plateifu, **kwargs)))
+    return lambda plateifu: fits_bytes((edit or (lambda h: h))(galaxy_hdulist(plateifu, **kwargs)))
 
 
 def _truncated_gzip(plateifu):
-    packed = gzip.compress(_fits_bytes(_hdul(plateifu)))
+    packed = gzip.compress(fits_bytes(galaxy_hdulist(plateifu)))
     return packed[: len(packed) // 2]
 
 
 CORPUS = {
     # readable and convertible
     "good": Case("9100-1901", _writer()),
-    "good_gzip": Case("9101-1901", lambda p: gzip.compress(_fits_bytes(_hdul(p, seed=1))),
+    "good_gzip": Case("9101-1901", lambda p: gzip.compress(fits_bytes(galaxy_hdulist(p, seed=1))),
                       name=MAPS_NAME.format("9101-1901") + ".gz"),
     "good_non_ascii_path": Case("9102-1901", _writer(seed=2), subdir=NON_ASCII_DIR),
-    "bad_pixels": Case("9103-1901", _writer(_bad_pixels, seed=3)),
+    "bad_pixels": Case("9103-1901", _writer(_bad_pixels, seed=BAD_PIXELS_SEED)),
     "duplicate": Case("9100-1901", _writer(seed=4), name=MAPS_NAME.format("9100-1901-copy")),
     # readable, but nothing usable: refused by the converter
     "all_nan": Case("9104-1901", _writer(_all_nan), problem="no valid pixel"),
@@ -189,21 +197,22 @@ CORPUS = {
                          "not a FITS file", name=MAPS_NAME.format("9111-1901") + ".gz"),
     "truncated_gzip": Case("9112-1901", _truncated_gzip, NotFitsError, "truncated",
                            name=MAPS_NAME.format("9112-1901") + ".gz"),
-    "gzip_of_truncated_fits": Case("9113-1901", lambda p: gzip.compress(_fits_bytes(_hdul(p))[:-3000]),
+    "gzip_of_truncated_fits": Case("9113-1901", lambda p: gzip.compress(fits_bytes(galaxy_hdulist(p))[:-3000]),
                                    NotFitsError, "truncated", name=MAPS_NAME.format("9113-1901") + ".gz"),
-    "truncated_fits": Case("9114-1901", lambda p: _fits_bytes(_hdul(p))[:-1000], NotFitsError, "truncated"),
+    "truncated_fits": Case("9114-1901", lambda p: fits_bytes(galaxy_hdulist(p))[:-1000], NotFitsError, "truncated"),
     "no_emline_extensions": Case(
         "9115-1901",
-        lambda p: _fits_bytes(fits.HDUList([_hdul(p)[0], fits.ImageHDU(np.zeros((4, 4), np.float32), name="SPX_SNR")])),
+        lambda p: fits_bytes(fits.HDUList([galaxy_hdulist(p)[0],
+                                           fits.ImageHDU(np.zeros((4, 4), np.float32), name="SPX_SNR")])),
         MissingExtensionError, "missing extension EMLINE_GFLUX; extensions present: PRIMARY, SPX_SNR"),
-    "no_channel_keys": Case("9116-1901", _writer(_without_channel_keys), MapsFormatError,
+    "no_channel_keys": Case("9116-1901", _writer(without_channel_keys), MapsFormatError,
                             "EMLINE_GFLUX has no channel keys C01..Cnn"),
-    "missing_line": Case("9117-1901", _writer(channels=tuple(c for c in DR15_LINES if c != "Ha-6564")),
+    "missing_line": Case("9117-1901", _writer(_without_ha),
                          MissingLineError, "line\\(s\\) Ha-6564 not in EMLINE_GFLUX; available: OII-3727"),
     "flat_2d": Case("9118-1901", _writer(_flat), MapsFormatError, "EMLINE_GFLUX has 2 dimensions, expected 3"),
     "flux_ivar_shapes_differ": Case("9119-1901", _writer(_shape_mismatch), MapsFormatError,
-                                    r"shapes differ: EMLINE_GFLUX \(22, 8, 8\), _IVAR \(22, 5, 5\)"),
-    "int16_flux": Case("9120-1901", _writer(flux_dtype=np.int16), MapsFormatError,
+                                    rf"shapes differ: EMLINE_GFLUX \(22, {MAP_SIZE}, {MAP_SIZE}\), _IVAR \(22, 5, 5\)"),
+    "int16_flux": Case("9120-1901", _writer(_int16_flux), MapsFormatError,
                        "EMLINE_GFLUX holds int16 data, expected floating point"),
     "float_mask": Case("9121-1901", _writer(_float_mask), MapsFormatError, "expected an integer bitmask"),
     "ivar_channels_differ": Case("9122-1901", _writer(_ivar_channels_reversed), MapsFormatError,
@@ -263,11 +272,17 @@ def test_each_unreadable_file_raises_a_typed_error_naming_file_and_problem(kind,
 
 def test_spoiled_pixels_are_invalid_and_zero(corpus):
     maps = read_maps(corpus_path(corpus, "bad_pixels"))
+    clean = galaxy(BAD_PIXELS_SEED).as_galaxy_maps()  # the galaxy before it was spoiled
+    expected = clean.valid.copy()
     for y, x in SPOILED:
+        assert clean.valid[:, y, x].all()
         assert not maps.valid[:, y, x].any()
+        expected[:, y, x] = False
     assert not maps.valid[DEFAULT_LINES.index(NAN_LINE)].any()
+    expected[DEFAULT_LINES.index(NAN_LINE)] = False
     assert np.isfinite(maps.flux).all() and not maps.flux[~maps.valid].any() and not maps.ivar[~maps.valid].any()
-    assert maps.valid.sum() == (len(DEFAULT_LINES) - 1) * (8 * 8 - 1 - len(SPOILED))  # the rest stays usable
+    np.testing.assert_array_equal(maps.valid, expected)  # the rest stays usable, with its values
+    np.testing.assert_array_equal(maps.flux[expected], clean.flux[expected])
     all_nan = read_maps(corpus_path(corpus, "all_nan"))
     assert not all_nan.valid.any() and not all_nan.flux.any()  # read, but empty: the converter refuses it
 
@@ -276,7 +291,7 @@ def test_converting_the_corpus_lists_every_bad_file_and_converts_the_rest(corpus
     listing = tmp_path / "more-inputs.txt"
     listing.write_text(f"# listed, never written\n{corpus_path(corpus, 'missing')}\n")
     out = tmp_path / "records"
-    options = ConvertOptions(size=8, mode="pad", val_fraction=0.25, test_fraction=0.25)
+    options = ConvertOptions(size=MAP_SIZE, mode="pad", val_fraction=0.25, test_fraction=0.25)
     result = convert_maps([corpus, listing], out, options)
 
     manifest = load_manifest(out)
@@ -305,7 +320,7 @@ def test_converting_the_corpus_lists_every_bad_file_and_converts_the_rest(corpus
     assert rows[CORPUS["good_non_ascii_path"].plateifu]["path"] == str(corpus_path(corpus, "good_non_ascii_path"))
     assert verify_records(out, full=True).ok
 
-    # The spoiled pixels arrive invalid (pad mode: pixel for pixel), the rest exactly as in the file.
+    # The spoiled pixels arrive invalid (pad mode at the maps' size: pixel for pixel), the rest exactly as in the file.
     plateifu = CORPUS["bad_pixels"].plateifu
     galaxy = {key: value[0, ..., 0] if key in ("flux", "ivar", "valid") else value
               for key, value in read_examples(out, [plateifu]).items()}
@@ -351,7 +366,7 @@ def _convert_args(maps_dir: Path, out: Path, *extra) -> list[str]:
 def kill_survey(tmp_path_factory):
     """40 galaxies and their clean conversion: one galaxy per shard, 40 shards."""
     maps_dir = tmp_path_factory.mktemp("kill-maps")
-    make_survey(maps_dir, 40, size=14)
+    make_survey(maps_dir, 40, seed=4)
     reference = tmp_path_factory.mktemp("kill-reference") / "records"
     assert run_cli(*_convert_args(maps_dir, reference)).exit_code == 0
     return maps_dir, reference
@@ -424,10 +439,12 @@ def _kill_then_resume(kill_survey, tmp_path, seed, *extra):
     assert verify.exit_code == 0 and "OK" in verify.output, verify.output
 
 
+@pytest.mark.long
 def test_convert_killed_at_a_random_moment_resumes_byte_identically(kill_survey, tmp_path):
     _kill_then_resume(kill_survey, tmp_path, seed=0)
 
 
+@pytest.mark.long
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find leftover processes")
 def test_parallel_convert_killed_leaves_no_worker_and_resumes_byte_identically(kill_survey, tmp_path):
     """With --jobs 2 the workers write whole shards: they must die with the main process."""
@@ -494,8 +511,9 @@ def _fill_disk_then_resume(survey: Path, reference: Path, out: Path, resize, siz
     return True
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_full_disk_is_a_clear_error_and_resume_finishes(survey_dir, records_dir, tmp_path, jobs):  # noqa: F811
+def test_full_disk_is_a_clear_error_and_resume_finishes(survey_dir, records_dir, tmp_path, jobs):
     """jobs=2: the workers write the shards, and their error reaches the user the same way."""
     options = small_options(val_fraction=0.2, test_fraction=0.2)  # as records_dir
     half = _pages(records_dir) // 2 * PAGE
@@ -513,7 +531,7 @@ def test_full_disk_is_a_clear_error_and_resume_finishes(survey_dir, records_dir,
 
 @pytest.mark.long
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_disk_full_at_every_point_of_a_conversion(survey_dir, records_dir, tmp_path, jobs):  # noqa: F811
+def test_disk_full_at_every_point_of_a_conversion(survey_dir, records_dir, tmp_path, jobs):
     """Every disk size from 1 page to enough: shards, journal, index, failures and manifest each fill it once."""
     options = small_options(val_fraction=0.2, test_fraction=0.2)
     enough = (_pages(records_dir) + 4) * PAGE

@@ -164,6 +164,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tiny_records, tmp_path, monkey
     assert len(read_history(tmp_path / "run")) == 1
 
 
+@pytest.mark.long  # starts TensorFlow in a subprocess
 def test_export_loads_without_ifskeras(trained_vae, tiny_records, tmp_path):
     result = trained_vae
     import ifskeras.learning.models  # noqa: F401
