@@ -691,7 +691,7 @@ def main(argv=None) -> dict:
         size = min(sizes)
         common.log(f"op determinism on / off, fresh processes: AE {size}x{size}")
         out = determinism_cost(records[size], base, steps=steps, epochs=2 if quick else 3,
-                               rounds=2 if quick else 3, run_dir=work / "determinism")
+                               rounds=2 if quick else 5, run_dir=work / "determinism")
         results["determinism"] = {f"ae_{size}": out}
         common.log(f"  on/off {out['ratio']} ({out['ratios']})")
         rows.append(common.row(f"training: fit with op determinism / without (AE, 19x{size}x{size})", out["ratio"],
