@@ -96,11 +96,20 @@ def print_evaluation(bundle) -> None:
     _print_table([[row[i] for i in keep] for row in rows])
 
 
+_POSITIVE_HELP = ("Comma-separated positive classes (default: Seyfert,blueberry, the synthetic survey's; "
+                  "with real labels name yours, e.g. AGN).")
+_LABELS_HELP = "CSV with plateifu and a label column (default: the labels stored in the records)."
+
+
+def _classes(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    return tuple(name.strip() for name in text.split(",") if name.strip()) if text else None
+
+
 def evaluate(
     scores_dir: Path = typer.Argument(..., help="Scores directory written by `ifskeras score`."),
-    positive: str = typer.Option("Seyfert,blueberry", help="Comma-separated positive classes."),
+    positive: Optional[str] = typer.Option(None, help=_POSITIVE_HELP),
     negative: Optional[str] = typer.Option(None, help="Comma-separated negative classes (default: all others)."),
-    labels: Optional[Path] = typer.Option(None, help="CSV with plateifu and a label column (default: labels in the records)."),
+    labels: Optional[Path] = typer.Option(None, help=_LABELS_HELP),
     label_column: str = typer.Option("class", help="Label column of --labels."),
     split: Optional[str] = typer.Option(None, help="Evaluate one split only (default: every scored galaxy)."),
     no_baselines: bool = typer.Option(False, "--no-baselines", help="Skip PCA and IsolationForest baselines."),
@@ -108,14 +117,14 @@ def evaluate(
 ) -> None:
     """Evaluate anomaly scores against labels and baselines: AUROC, AP, precision@k with intervals.
 
-    Example: ifskeras evaluate scores/vae1 --positive Seyfert,blueberry --negative SF
+    Example: ifskeras evaluate scores/vae1 --labels agn.csv --positive AGN
     """
     from ifskeras.discovery.pipeline import evaluate_run
     from ifskeras.discovery.score import ScoringError
 
     try:
         bundle = evaluate_run(
-            scores_dir, positive=tuple(positive.split(",")), negative=tuple(negative.split(",")) if negative else None,
+            scores_dir, positive=_classes(positive), negative=_classes(negative),
             labels_csv=labels, label_column=label_column, split=split, baselines=not no_baselines, n_bootstrap=bootstrap,
         )
     except (ScoringError, ValueError) as error:
@@ -128,25 +137,39 @@ def report(
     scores_dir: Path = typer.Argument(..., help="Scores directory written by `ifskeras score`."),
     out: Path = typer.Option(..., "--out", "-o", help="Report directory (index.html + figures/)."),
     run_dir: Optional[Path] = typer.Option(None, help="Training run for loss curves (default: the model's run)."),
-    positive: str = typer.Option("Seyfert,blueberry", help="Positive classes for the evaluation, when labels exist."),
+    labels: Optional[Path] = typer.Option(None, help=_LABELS_HELP),
+    label_column: str = typer.Option("class", help="Label column of --labels."),
+    positive: Optional[str] = typer.Option(
+        None, help="Positive classes for the evaluation (default: Seyfert,blueberry when present; otherwise the "
+                   "report is written without the evaluation and says which classes you could choose)."),
     negative: Optional[str] = typer.Option(None, help="Negative classes (default: all others)."),
     top: int = typer.Option(12, help="Most anomalous galaxies shown in the gallery."),
 ) -> None:
     """Write an HTML report with PNG figures: losses, scores, UMAP, BPT, gallery, evaluation, neighbours.
 
-    Example: ifskeras report scores/vae1 --out report/vae1
+    Example: ifskeras report scores/vae1 --out report/vae1 --labels agn.csv --positive AGN
     """
-    from ifskeras.discovery.pipeline import evaluate_run, report_run
+    from ifskeras.discovery.pipeline import choose_positive, evaluate_run, read_labels, report_run
     from ifskeras.discovery.score import ScoringError, load_scores
 
     try:
         table, _, _ = load_scores(scores_dir)
-        bundle = None
-        if any(table["label"] != ""):
-            bundle = evaluate_run(scores_dir, positive=tuple(positive.split(",")),
-                                  negative=tuple(negative.split(",")) if negative else None)
-            print_evaluation(bundle)
-        page = report_run(scores_dir, out, run_dir=run_dir, bundle=bundle, top_n=top)
+        galaxy_labels = read_labels(table, labels, label_column)
+        bundle, note = None, None
+        if any(galaxy_labels != ""):
+            try:
+                chosen = choose_positive(galaxy_labels, _classes(positive), source=str(labels or scores_dir))
+            except ScoringError as error:
+                if positive is not None:
+                    raise  # classes the user asked for and that are absent: an error, not a silent omission
+                chosen, note = None, f"Not evaluated: {error}."
+                typer.secho(f"note: the report has no evaluation section: {error}", fg="yellow", err=True)
+            if chosen is not None:
+                bundle = evaluate_run(scores_dir, positive=chosen, negative=_classes(negative),
+                                      labels_csv=labels, label_column=label_column)
+                print_evaluation(bundle)
+        page = report_run(scores_dir, out, run_dir=run_dir, bundle=bundle, labels_csv=labels,
+                          label_column=label_column, evaluation_note=note, top_n=top)
     except (ScoringError, ValueError) as error:
         _fail(error)
     typer.echo(f"report: {page}")

@@ -19,7 +19,9 @@ from ifskeras.discovery.score import ScoringError, load_model, load_scores
 __all__ = [
     "MODEL_SCORES",
     "EvaluationBundle",
+    "choose_positive",
     "evaluate_run",
+    "read_labels",
     "report_run",
     "render_neighbours_png",
     "scaled_feature_stream",
@@ -41,15 +43,52 @@ class EvaluationBundle:
     n_galaxies: int
 
 
-def _labels_for(table: dict, labels_csv: str | os.PathLike | None, label_column: str) -> np.ndarray:
+def read_labels(table: dict, labels_csv: str | os.PathLike | None, label_column: str = "class") -> np.ndarray:
+    """Each scored galaxy's label: from ``labels_csv`` (plateifu + ``label_column``), else from the records.
+
+    Galaxies missing from the CSV get the empty label (unlabelled).
+    """
     if labels_csv is None:
         return np.asarray(table["label"], dtype=str)
-    with open(labels_csv, newline="") as stream:
-        reader = csv.DictReader(stream)
-        if "plateifu" not in (reader.fieldnames or []) or label_column not in reader.fieldnames:
-            raise ScoringError(f"{labels_csv}: needs columns 'plateifu' and '{label_column}'; has {reader.fieldnames}")
-        by_id = {row["plateifu"].strip(): row[label_column].strip() for row in reader}
+    try:
+        with open(labels_csv, newline="") as stream:
+            reader = csv.DictReader(stream)
+            fields = reader.fieldnames or []
+            if "plateifu" not in fields or label_column not in fields:
+                raise ScoringError(
+                    f"{labels_csv}: needs columns 'plateifu' and '{label_column}' (choose another with "
+                    f"--label-column); its columns are {fields}"
+                )
+            by_id = {(row["plateifu"] or "").strip(): (row[label_column] or "").strip() for row in reader}
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ScoringError(f"{labels_csv}: cannot read the labels CSV ({error})") from error
     return np.asarray([by_id.get(str(i), "") for i in table["id"]], dtype=str)
+
+
+def choose_positive(labels: np.ndarray, positive=None, *, source: str = "the labels") -> tuple[str, ...]:
+    """The positive classes to evaluate: ``positive``, or the default when it is None.
+
+    Raises ``ScoringError`` when none of them labels any galaxy; the message lists the
+    classes present with their counts and says how to choose (``--positive``).
+    """
+    from ifskeras.discovery.metrics import DEFAULT_POSITIVE, class_display_name, count_classes
+
+    if isinstance(positive, str):
+        positive = (positive,)
+    chosen = tuple(DEFAULT_POSITIVE if positive is None else positive)
+    labels = np.asarray(labels, dtype=str)
+    if np.isin(labels, chosen).any():
+        return chosen
+    present = {name: n for name, n in count_classes(labels).items() if name}
+    listing = ", ".join(f"{name} ({n})" for name, n in present.items()) or "none"
+    what = ("the default positive classes (the synthetic survey's)" if positive is None
+            else "the requested positive classes")
+    example = list(present)[-1] if present else "CLASS"  # the rarest class: positives usually are
+    raise ScoringError(
+        f"no galaxy in {source} is labelled {' or '.join(chosen)}, {what}. Classes present: {listing}; "
+        f"{int((labels == '').sum())} unlabelled. Choose the positive classes with --positive, "
+        f"e.g. --positive {example} (and --negative for the classes to compare against)"
+    )
 
 
 def scaled_feature_stream(scores_dir: str | os.PathLike, ids: np.ndarray, *, batch_size: int = 256):
@@ -91,7 +130,7 @@ def _block_average(flux: np.ndarray, valid: np.ndarray, max_size: int) -> tuple[
 def evaluate_run(
     scores_dir: str | os.PathLike,
     *,
-    positive=("Seyfert", "blueberry"),
+    positive=None,
     negative=None,
     labels_csv=None,
     label_column: str = "class",
@@ -104,7 +143,9 @@ def evaluate_run(
     """Evaluate the model's scores and the baselines on the same galaxies, with intervals.
 
     ``split=None`` evaluates every scored galaxy (the model never sees labels); baselines
-    are always fitted on the train split, as the model was. Writes ``evaluation.json``
+    are always fitted on the train split, as the model was. Labels come from
+    ``labels_csv`` when given, else from the records; ``positive=None`` means
+    :data:`ifskeras.discovery.metrics.DEFAULT_POSITIVE` (see :func:`choose_positive`). Writes ``evaluation.json``
     and ``evaluation.csv`` into ``scores_dir`` when ``write``.
     """
     from ifskeras.discovery.baselines import isolation_forest_scores, pca_reconstruction_error, random_scores
@@ -114,11 +155,12 @@ def evaluate_run(
 
     scores_dir = Path(scores_dir)
     table, latents, provenance = load_scores(scores_dir)
-    labels = _labels_for(table, labels_csv, label_column)
+    labels = read_labels(table, labels_csv, label_column)
     if not np.any(labels != ""):
         raise ScoringError(
             f"{scores_dir}: no galaxy has a label; convert with --labels CSV or pass --labels to evaluate"
         )
+    positive = choose_positive(labels, positive, source=str(labels_csv or scores_dir))
     selected = np.ones(len(labels), bool) if split is None else np.asarray(table["split"]) == split
     if not selected.any():
         raise ScoringError(f"{scores_dir}: no galaxies in split {split!r}")
@@ -149,7 +191,7 @@ def evaluate_run(
 
         payload = {
             "split": bundle.split, "n_galaxies": bundle.n_galaxies,
-            "positive": list(positive) if not isinstance(positive, str) else [positive],
+            "positive": list(positive),
             "evaluation": evaluation.to_dict(),
             "comparisons": [comparison.to_dict() for comparison in comparisons],
             "retrieval": retrieval.to_dict(),
@@ -197,10 +239,11 @@ def _gallery_items(scores_dir: Path, table: dict, provenance: dict, ids: list[st
     return items
 
 
-def _neighbour_items(scores_dir: Path, provenance: dict, query_ids: list[str], k: int) -> list[dict]:
+def _neighbour_items(scores_dir: Path, table: dict, provenance: dict, query_ids: list[str], k: int) -> list[dict]:
     from ifskeras.records import read_examples
     from ifskeras.discovery.neighbours import nearest_neighbors
 
+    label_of = dict(zip(table["id"], table["label"]))
     items = []
     for query in query_ids:
         rows = nearest_neighbors(scores_dir, query, k=k)
@@ -210,7 +253,7 @@ def _neighbour_items(scores_dir: Path, provenance: dict, query_ids: list[str], k
             "query_id": query,
             "neighbour_ids": [r[0] for r in rows],
             "distances": [r[2] for r in rows],
-            "labels": list(batch["label"]),
+            "labels": [str(label_of[galaxy]) for galaxy in ids],
             "flux": batch["flux"][..., 0],
             "valid": batch["valid"][..., 0],
         })
@@ -223,6 +266,9 @@ def report_run(
     *,
     run_dir: str | os.PathLike | None = None,
     bundle: EvaluationBundle | None = None,
+    labels_csv: str | os.PathLike | None = None,
+    label_column: str = "class",
+    evaluation_note: str | None = None,
     top_n: int = 12,
     neighbour_queries: int = 3,
     k: int = 6,
@@ -231,12 +277,15 @@ def report_run(
     """Write the HTML report of a scores directory; returns the path of index.html.
 
     The training history comes from ``run_dir`` (default: the run that exported the
-    scored model, when its directory is the model's parent).
+    scored model, when its directory is the model's parent). Labels (class counts, UMAP
+    colours, gallery captions) come from ``labels_csv`` when given, else the records.
     """
     from ifskeras.discovery.report import write_report
 
     scores_dir = Path(scores_dir)
     table, _, provenance = load_scores(scores_dir)
+    if labels_csv is not None:
+        table["label"] = read_labels(table, labels_csv, label_column)
     order = np.argsort(-np.asarray(table["anomaly_score"]))
     top_ids = [str(table["id"][i]) for i in order[:top_n]]
     history = None
@@ -258,12 +307,13 @@ def report_run(
         retrieval=bundle.retrieval if bundle else None,
         history=history,
         galleries=_gallery_items(scores_dir, table, provenance, top_ids),
-        neighbours=_neighbour_items(scores_dir, provenance, top_ids[:neighbour_queries], k),
+        neighbours=_neighbour_items(scores_dir, table, provenance, top_ids[:neighbour_queries], k),
         lines=provenance["model_metadata"]["lines"],
         bpt=bpt,
         title=title,
         provenance={**provenance, "scores_dir": str(scores_dir.resolve()), "run_dir": str(run_dir)},
         top_n=top_n,
+        evaluation_note=evaluation_note,
     )
 
 

@@ -95,6 +95,7 @@ def write_report(
     provenance: Mapping[str, Any] | None = None,
     score_column: str = "anomaly_score",
     top_n: int = _TOP_N,
+    evaluation_note: str | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` with its figures in ``out_dir/figures/``; return the page's path.
 
@@ -131,6 +132,9 @@ def write_report(
         The score that ranks galaxies in the histogram, UMAP, BPT and top-N table.
     top_n : int
         Rows of the table of most anomalous galaxies.
+    evaluation_note : str, optional
+        Shown in the evaluation section when ``evaluation`` is None (default: that no
+        labels were available), e.g. why labelled galaxies were not evaluated.
 
     Returns
     -------
@@ -228,7 +232,7 @@ def write_report(
             {"evaluation": evaluation.to_dict(), "comparisons": [c.to_dict() for c in comparisons or ()]},
             indent=2, allow_nan=False))
     else:
-        body.append(_note("No labels were available: the scores were not evaluated."))
+        body.append(_note(evaluation_note or "No labels were available: the scores were not evaluated."))
 
     # Retrieval.
     body.append(_section_head("retrieval"))
