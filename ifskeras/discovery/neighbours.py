@@ -25,6 +25,7 @@ __all__ = [
     "as_latents",
     "neighbours_excluding_self",
     "knn_latent_scores",
+    "galaxy_groups",
     "nearest_neighbors",
 ]
 
@@ -40,7 +41,13 @@ def as_latents(latents: np.ndarray) -> np.ndarray:
 
 
 def neighbours_excluding_self(
-    fitted: np.ndarray, queries: np.ndarray, k: int, query_ids: np.ndarray | None = None
+    fitted: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    query_ids: np.ndarray | None = None,
+    *,
+    fitted_groups: np.ndarray | None = None,
+    query_groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances and indices (into ``fitted``) of the k nearest neighbours of each query, itself excluded.
 
@@ -53,13 +60,18 @@ def neighbours_excluding_self(
     query_ids : int array, shape (Q,), optional
         Query ``i`` is the fitted point ``query_ids[i]`` (default ``i``), or -1 if it is
         not in the fitted set.
+    fitted_groups, query_groups : arrays of shape (M,) and (Q,), optional
+        The galaxy each point observes (MaNGA's MANGAID): a fitted point of the query's
+        own group is never its neighbour, so a repeat observation of the same galaxy
+        does not count as a close, independent one. Give both or neither.
 
     Returns
     -------
     distances, indices : arrays of shape (Q, k)
         Sorted by distance, as returned by ``NearestNeighbors.kneighbors``.
 
-    Self is removed by index, not by distance, so exact duplicates stay neighbours.
+    Self is removed by index, not by distance, so exact duplicates stay neighbours
+    unless they share the query's group.
 
     Examples
     --------
@@ -67,21 +79,33 @@ def neighbours_excluding_self(
     >>> z = np.array([[0.0], [0.0], [3.0], [3.5]])
     >>> neighbours_excluding_self(z, z, 1)[1].ravel().tolist()
     [1, 0, 3, 2]
+    >>> groups = np.array(["a", "a", "b", "c"])  # points 0 and 1 observe one galaxy
+    >>> neighbours_excluding_self(z, z, 1, fitted_groups=groups, query_groups=groups)[1].ravel().tolist()
+    [2, 2, 3, 2]
     """
     from sklearn.neighbors import NearestNeighbors
 
+    if (fitted_groups is None) != (query_groups is None):
+        raise ValueError("give both fitted_groups and query_groups, or neither")
     ids = np.arange(queries.shape[0]) if query_ids is None else np.asarray(query_ids)
-    distances, found = NearestNeighbors(n_neighbors=k + 1).fit(fitted).kneighbors(queries, n_neighbors=k + 1)
-    is_self = found == ids[:, None]
-    # Drop self where found; otherwise drop the (k+1)-th neighbour.
-    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
-    keep = np.ones_like(found, dtype=bool)
-    keep[np.arange(found.shape[0]), drop] = False
-    shape = (found.shape[0], k)
-    return distances[keep].reshape(shape), found[keep].reshape(shape)
+    # Search past the points that will be dropped: self, and the other members of its group.
+    extra = 1 if fitted_groups is None else int(np.unique(fitted_groups, return_counts=True)[1].max())
+    n_search = min(k + extra, fitted.shape[0])
+    distances, found = NearestNeighbors(n_neighbors=n_search).fit(fitted).kneighbors(queries, n_neighbors=n_search)
+    excluded = found == ids[:, None]
+    if fitted_groups is not None:
+        excluded |= np.asarray(fitted_groups)[found] == np.asarray(query_groups)[:, None]
+    # Stable: the first k points that are not excluded, in distance order. A query outside
+    # the fitted set (-1) with no group excludes nothing and keeps the k nearest.
+    order = np.argsort(excluded, axis=1, kind="stable")[:, :k]
+    if order.shape[1] < k or np.take_along_axis(excluded, order, axis=1).any():
+        raise ValueError(f"fewer than k={k} neighbours outside each query's own galaxy")
+    return np.take_along_axis(distances, order, axis=1), np.take_along_axis(found, order, axis=1)
 
 
-def knn_latent_scores(latents: np.ndarray, k: int = 10, *, fit_mask: np.ndarray | None = None) -> np.ndarray:
+def knn_latent_scores(
+    latents: np.ndarray, k: int = 10, *, fit_mask: np.ndarray | None = None, groups: np.ndarray | None = None
+) -> np.ndarray:
     """Mean Euclidean distance to the ``k`` nearest latent neighbours, the galaxy itself excluded.
 
     Higher = more anomalous, like every score of :mod:`ifskeras.discovery.metrics`.
@@ -94,6 +118,9 @@ def knn_latent_scores(latents: np.ndarray, k: int = 10, *, fit_mask: np.ndarray 
         Galaxies the neighbours are drawn from (e.g. the training split); default all.
         A galaxy inside the fitted set never counts itself (excluded by index, so exact
         duplicates of it still count).
+    groups : array, shape (N,), optional
+        The galaxy each row observes (MANGAID, or the plate-IFU when unknown): another
+        observation of the same galaxy never counts as a neighbour.
 
     Examples
     --------
@@ -114,17 +141,33 @@ def knn_latent_scores(latents: np.ndarray, k: int = 10, *, fit_mask: np.ndarray 
         raise ValueError(f"k must satisfy 1 <= k < number of fitted galaxies ({fit_index.size}). Received: {k!r}")
     position = np.full(z.shape[0], -1)
     position[fit_index] = np.arange(fit_index.size)
-    _, neighbours = neighbours_excluding_self(z[fit_index], z, k, query_ids=position)
+    group_kwargs = {} if groups is None else {
+        "fitted_groups": np.asarray(groups)[fit_index], "query_groups": np.asarray(groups)}
+    _, neighbours = neighbours_excluding_self(z[fit_index], z, k, query_ids=position, **group_kwargs)
     # Distances recomputed from the vectors, independent of how scikit-learn's search computes them.
     distances = np.linalg.norm(z[:, None, :] - z[fit_index][neighbours], axis=-1)
     return distances.mean(axis=1)
+
+
+def galaxy_groups(table: dict) -> np.ndarray:
+    """The galaxy each row of a scores table observes: its ``mangaid``, else its plate-IFU.
+
+    Scores written before ``mangaid`` was a column (or of files without a MANGAID card)
+    fall back to the plate-IFU, i.e. every row its own galaxy.
+    """
+    ids = np.asarray(table["id"], dtype=str)
+    if "mangaid" not in table:
+        return ids
+    mangaid = np.char.strip(np.asarray(table["mangaid"], dtype=str))
+    return np.where(mangaid != "", np.char.add("mangaid:", mangaid), ids)
 
 
 def nearest_neighbors(scores_dir: str | os.PathLike, galaxy_id: str, *, k: int = 10) -> list[tuple[str, str, float]]:
     """The k galaxies nearest to ``galaxy_id`` in latent space: (id, label, distance) rows.
 
     Reads the latents of a scores directory (:func:`ifskeras.discovery.score.load_scores`);
-    ``k`` is clipped to the number of other galaxies. Raises ``ScoringError`` for an
+    ``k`` is clipped to the number of other galaxies; other observations of the same
+    galaxy (same ``mangaid``) are not neighbours. Raises ``ScoringError`` for an
     unknown id (suggesting close ones) or ``k < 1``.
     """
     table, latents, _ = load_scores(scores_dir)
@@ -136,6 +179,11 @@ def nearest_neighbors(scores_dir: str | os.PathLike, galaxy_id: str, *, k: int =
     if k < 1:
         raise ScoringError(f"k must be at least 1. Received: {k}")
     query = ids.index(galaxy_id)
-    k_eff = min(k, len(ids) - 1)
-    distances, neighbours = neighbours_excluding_self(latents, latents[query : query + 1], k_eff, query_ids=[query])
+    groups = galaxy_groups(table)
+    k_eff = min(k, int(np.sum(groups != groups[query])))
+    if k_eff < 1:
+        raise ScoringError(f"{scores_dir}: no galaxy other than {galaxy_id} (and its repeat observations)")
+    distances, neighbours = neighbours_excluding_self(
+        latents, latents[query : query + 1], k_eff, query_ids=[query],
+        fitted_groups=groups, query_groups=groups[query : query + 1])
     return [(ids[j], str(table["label"][j]), float(d)) for j, d in zip(neighbours[0], distances[0])]

@@ -151,6 +151,7 @@ def evaluate_run(
     from ifskeras.discovery.baselines import isolation_forest_scores, pca_reconstruction_error, random_scores
     from ifskeras.discovery.comparison import compare_to_baselines
     from ifskeras.discovery.metrics import evaluate_scores
+    from ifskeras.discovery.neighbours import galaxy_groups
     from ifskeras.discovery.retrieval import RETRIEVAL_RATIOS, neighbour_retrieval
 
     scores_dir = Path(scores_dir)
@@ -183,8 +184,9 @@ def evaluate_run(
                                  n_bootstrap=n_bootstrap, seed=seed)
     comparisons = compare_to_baselines(evaluation, model_score="anomaly_score") if baselines else []
     ratios = np.stack([np.asarray(table[name], dtype=np.float64) for name in RETRIEVAL_RATIOS], axis=1)
-    retrieval = neighbour_retrieval(latents[selected], labels[selected], k=min(10, int(selected.sum()) - 1),
-                                    line_ratios=ratios[selected], seed=seed)
+    groups = galaxy_groups(table)[selected]
+    retrieval = neighbour_retrieval(latents[selected], labels[selected], k=min(10, len(np.unique(groups)) - 1),
+                                    line_ratios=ratios[selected], seed=seed, groups=groups)
     bundle = EvaluationBundle(evaluation, comparisons, retrieval, split or "all", int(selected.sum()))
     if write:
         from ifskeras.discovery.tables import format_evaluation_table

@@ -128,6 +128,7 @@ def neighbour_retrieval(
     ratio_names: Sequence[str] = tuple(RATIO_LABELS[name] for name in RETRIEVAL_RATIOS),
     n_random_pairs: int = _DEFAULT_RANDOM_PAIRS,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> Retrieval:
     """How alike are galaxies and their nearest neighbours in latent space?
 
@@ -154,6 +155,9 @@ def neighbour_retrieval(
     n_random_pairs : int
         Random pairs for the reference distribution.
     seed : int
+    groups : array, shape (N,), optional
+        The galaxy each row observes (MANGAID): repeat observations of the query's own
+        galaxy are never its neighbours.
 
     Examples
     --------
@@ -167,7 +171,7 @@ def neighbour_retrieval(
     n = latents.shape[0]
     if not 1 <= k < n:
         raise ValueError(f"k must satisfy 1 <= k < N = {n}. Received: {k!r}")
-    _, neighbours = neighbours_excluding_self(latents, latents, k)
+    _, neighbours = neighbours_excluding_self(latents, latents, k, fitted_groups=groups, query_groups=groups)
 
     per_class: dict[str, ClassRetrieval] = {}
     overall, chance, n_queries = math.nan, math.nan, 0
