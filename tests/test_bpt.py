@@ -222,3 +222,93 @@ def test_central_line_ratios_with_snr_cut_and_per_galaxy_radius():
     assert np.isnan(cut["log_nii_ha"]).all() and np.isfinite(cut["log_oiii_hb"]).all()
     masked = central_line_ratios(flux, ivar, valid, lines, radius=1.0)
     assert np.isnan(masked["log_nii_ha"][0]) and np.isfinite(masked["log_nii_ha"][1])
+
+
+# ----------------------------------------------------------------------------- covariance and WHAN
+
+
+def test_covariance_factor_follows_law_2016():
+    from ifskeras.survey.bpt import covariance_factor
+
+    # 1 + 1.62 log10 N, by hand: N = 1 -> 1, 10 -> 2.62, 32 -> 3.4383, capped at N = 100 -> 4.24.
+    factors = covariance_factor([0, 1, 10, 32, 100, 101, 5000])
+    np.testing.assert_allclose(factors, [1.0, 1.0, 2.62, 1 + 1.62 * np.log10(32), 4.24, 4.24, 4.24])
+    assert float(covariance_factor(32)) == pytest.approx(3.43834, abs=1e-5)
+
+
+def test_covariance_corrected_sums_by_hand():
+    from ifskeras.survey.bpt import aperture_counts, covariance_corrected_sums
+
+    flux = np.ones((2, 9, 9))
+    ivar = np.full((2, 9, 9), 4.0)  # sigma 0.5 per spaxel
+    valid = np.ones((2, 9, 9), bool)
+    valid[1, 4, 4] = False  # one spaxel fewer in the second line
+    total, corrected, n_spaxels = covariance_corrected_sums(flux, ivar, valid, radius=1.0)
+    assert n_spaxels.tolist() == [5, 4] and aperture_counts(ivar, valid, 1.0).tolist() == [5, 4]
+    # Line 0: sum 5, naive sigma sqrt(5 * 0.25) = 1.1180, factor 1 + 1.62 log10 5 = 2.1323: S/N 5 / 2.3840 = 2.0973.
+    naive_sigma = np.sqrt(5 * 0.25)
+    assert total[0] == 5.0
+    assert 1 / np.sqrt(corrected[0]) == pytest.approx(naive_sigma * (1 + 1.62 * np.log10(5)))
+    assert total[0] * np.sqrt(corrected[0]) == pytest.approx(2.0973, abs=1e-4)
+    assert 1 / np.sqrt(corrected[1]) == pytest.approx(np.sqrt(4 * 0.25) * (1 + 1.62 * np.log10(4)))
+
+    # Gridded maps: 2 native spaxels per pixel a side -> 5 pixels are 20 spaxels.
+    _, coarse, n_coarse = covariance_corrected_sums(flux, ivar, valid, radius=1.0, spaxels_per_pixel=2.0)
+    assert n_coarse.tolist() == [20, 16]
+    assert 1 / np.sqrt(coarse[0]) == pytest.approx(naive_sigma * (1 + 1.62 * np.log10(20)))
+    # Upsampled maps (half a spaxel per pixel): 4 pixels repeat each spaxel, noise scaled by 2 more.
+    _, fine, n_fine = covariance_corrected_sums(flux, ivar, valid, radius=1.0, spaxels_per_pixel=0.5)
+    assert n_fine.tolist() == [1.25, 1.0]
+    assert 1 / np.sqrt(fine[0]) == pytest.approx(naive_sigma * 2 * (1 + 1.62 * np.log10(1.25)))
+    # A batch with one scale per galaxy broadcasts over lines.
+    batch = covariance_corrected_sums(flux[None].repeat(2, 0), ivar[None].repeat(2, 0), valid[None].repeat(2, 0),
+                                      radius=np.array([1.0, 1.0]), spaxels_per_pixel=np.array([1.0, 2.0]))
+    assert batch[2].tolist() == [[5, 4], [20, 16]]
+    with pytest.raises(ValueError, match="spaxels_per_pixel"):
+        covariance_corrected_sums(flux, ivar, valid, radius=1.0, spaxels_per_pixel=0.0)
+
+
+def test_aperture_mean_uses_only_valid_finite_pixels():
+    from ifskeras.survey.bpt import aperture_mean
+
+    values = np.full((2, 7, 7), 2.0)
+    values[0, 3, 3] = 100.0
+    valid = np.ones_like(values, bool)
+    valid[0, 3, 3] = False  # the outlier is masked
+    values[1, 3, 4] = np.nan
+    means = aperture_mean(values, valid, radius=1.0)
+    assert means.tolist() == [2.0, 2.0]
+    assert np.isnan(aperture_mean(values, np.zeros_like(valid), radius=1.0)).all()
+
+
+@pytest.mark.parametrize(
+    ("ew_ha", "ratio", "ew_nii", "expected"),
+    [
+        (0.49, 0.0, None, "passive"),
+        (0.5, 0.0, None, "retired"),  # 0.5 <= W < 3
+        (2.99, -0.8, None, "retired"),  # weak lines are retired whatever the ratio
+        (0.3, 0.0, 0.49, "passive"),
+        (0.3, 0.0, 0.5, "retired"),  # [NII] too strong for a line-less galaxy
+        (0.3, 0.0, np.nan, "passive"),  # unknown W([NII]) does not veto
+        (3.0, -0.41, None, "SF"),
+        (3.0, -0.4, None, "wAGN"),  # the ratio boundary belongs to the AGN
+        (6.0, -0.2, None, "wAGN"),
+        (6.01, -0.2, None, "sAGN"),
+        (50.0, -0.6, None, "SF"),
+        (10.0, np.nan, None, ""),  # strong lines but no ratio: cannot tell
+        (np.nan, -0.6, None, ""),
+    ],
+)
+def test_whan_boundaries(ew_ha, ratio, ew_nii, expected):
+    from ifskeras.survey.bpt import WHAN_CLASSES, classify_whan
+
+    label = str(classify_whan(ew_ha, ratio, ew_nii))
+    assert label == expected
+    assert label in (*WHAN_CLASSES, "")
+
+
+def test_whan_keeps_array_shape():
+    from ifskeras.survey.bpt import classify_whan
+
+    labels = classify_whan(np.array([[0.1, 1.0], [20.0, 4.0]]), np.array([[0.0, 0.0], [-0.7, 0.1]]))
+    assert labels.tolist() == [["passive", "retired"], ["SF", "wAGN"]]

@@ -19,6 +19,15 @@ the [OI] diagram uses [OI] 6302 and is used only when it reaches S/N >= 3. A dia
 cannot be used is skipped, not counted as disagreeing. Points right of a curve's asymptote
 count as above it.
 
+Two further tools serve galaxy-wide labels (:mod:`ifskeras.discovery.labels`):
+
+- :func:`classify_whan`: the WHAN diagram of Cid Fernandes et al. (2011, MNRAS 413, 1687),
+  Halpha equivalent width against log [NII]/Halpha, which tells retired galaxies (lines
+  powered by hot evolved stars, W(Halpha) < 3 A) and line-less ones from weak AGN;
+- :func:`covariance_corrected_sums`: central-aperture sums whose noise accounts for the
+  covariance between neighbouring MaNGA spaxels (:func:`covariance_factor`, the
+  calibration of Law et al. 2016, AJ 152, 83, section 9.3).
+
 Examples
 --------
 >>> import numpy as np
@@ -57,6 +66,18 @@ __all__ = [
     "central_line_ratios",
     "classify_galaxy",
     "classify_spaxels",
+    "COVARIANCE_SLOPE",
+    "COVARIANCE_MAX_SPAXELS",
+    "covariance_factor",
+    "aperture_counts",
+    "aperture_mean",
+    "covariance_corrected_sums",
+    "WHAN_CLASSES",
+    "WHAN_PASSIVE_EW",
+    "WHAN_RETIRED_EW",
+    "WHAN_STRONG_AGN_EW",
+    "WHAN_NII_HA",
+    "classify_whan",
 ]
 
 #: Labels returned by :func:`classify_bpt`.
@@ -82,6 +103,24 @@ RATIO_LABELS: dict[str, str] = {
     "log_oi_ha": "log [OI] 6302/H\u03b1",
 }
 _LABEL_DTYPE = "<U9"
+
+#: Slope of the noise calibration for summed MaNGA spaxels (Law et al. 2016, section 9.3):
+#: sigma_true / sigma_naive = 1 + 1.62 log10(N).
+COVARIANCE_SLOPE = 1.62
+#: Beyond this many summed spaxels the ratio stays constant: further spaxels are uncorrelated
+#: with the first ones (the SDSS DR13 caveats give 4.2; the formula at N = 100 gives 4.24).
+COVARIANCE_MAX_SPAXELS = 100
+
+#: Labels returned by :func:`classify_whan` ('' where a galaxy cannot be placed).
+WHAN_CLASSES: tuple[str, ...] = ("SF", "sAGN", "wAGN", "retired", "passive")
+#: W(Halpha) and W([NII]) below this (Angstrom): a passive, line-less galaxy.
+WHAN_PASSIVE_EW = 0.5
+#: W(Halpha) below this (Angstrom): a retired galaxy, ionised by hot evolved stars.
+WHAN_RETIRED_EW = 3.0
+#: W(Halpha) above this (Angstrom) with log [NII]/Halpha >= -0.4: a strong AGN.
+WHAN_STRONG_AGN_EW = 6.0
+#: log [NII] 6585/Halpha dividing star formation (below) from AGN (at or above).
+WHAN_NII_HA = -0.4
 
 
 def kauffmann03(x):
@@ -259,26 +298,116 @@ def aperture_sums(flux, ivar, valid, radius, centre=None) -> tuple[np.ndarray, n
     -------
     (numpy.ndarray, numpy.ndarray)
         [L] or [B, L]: the summed flux, and ``1 / sum(1 / ivar)`` over the line's valid
-        pixels with ivar > 0 (pixel noise taken as independent). A line with no such
-        pixel in the aperture gets flux 0 and ivar 0.
+        pixels with ivar > 0 (pixel noise taken as independent: see
+        :func:`covariance_corrected_sums` for MaNGA's correlated spaxels). A line with no
+        such pixel in the aperture gets flux 0 and ivar 0.
     """
     flux, ivar = _as_float(flux), _as_float(ivar)
     single = flux.ndim == 3
     if single:
         flux, ivar, valid = flux[None], ivar[None], np.asarray(valid)[None]
-    height, width = flux.shape[-2:]
-    row, column = ((height - 1) / 2.0, (width - 1) / 2.0) if centre is None else centre
-    radius = np.broadcast_to(_as_float(radius), (flux.shape[0],))
-    if not np.all(radius > 0):
-        raise ValueError(f"radius must be > 0. Received: {radius!r}")
-    yy, xx = np.indices((height, width))
-    inside = np.hypot(yy - row, xx - column)[None] <= radius[:, None, None]  # [B, H, W]
-    use = np.asarray(valid, dtype=bool) & inside[:, None] & (ivar > 0)
+    use = _aperture_pixels(valid, ivar, radius, centre)
     flux_sum = np.where(use, flux, 0.0).sum(axis=(-2, -1))
     variance = np.where(use, 1.0 / np.where(use, ivar, 1.0), 0.0).sum(axis=(-2, -1))
     ivar_sum = np.where(variance > 0, 1.0 / np.where(variance > 0, variance, 1.0), 0.0)
     flux_sum = np.where(variance > 0, flux_sum, 0.0)
     return (flux_sum[0], ivar_sum[0]) if single else (flux_sum, ivar_sum)
+
+
+def aperture_counts(ivar, valid, radius, centre=None) -> np.ndarray:
+    """Number of pixels :func:`aperture_sums` adds up for each line: [L] or [B, L] integers."""
+    ivar = _as_float(ivar)
+    single = ivar.ndim == 3
+    if single:
+        ivar, valid = ivar[None], np.asarray(valid)[None]
+    counts = _aperture_pixels(valid, ivar, radius, centre).sum(axis=(-2, -1))
+    return counts[0] if single else counts
+
+
+def aperture_mean(values, valid, radius, centre=None) -> np.ndarray:
+    """Mean of each map's valid pixels within a circle, [L] or [B, L]; NaN where none is valid.
+
+    For quantities that are not summed, such as equivalent widths.
+
+    Examples
+    --------
+    >>> values = np.arange(25.0).reshape(1, 5, 5)
+    >>> float(aperture_mean(values, np.ones_like(values), radius=1.0)[0])  # centre 12 and 7, 11, 13, 17
+    12.0
+    """
+    values = _as_float(values)
+    single = values.ndim == 3
+    if single:
+        values, valid = values[None], np.asarray(valid)[None]
+    use = _aperture_pixels(valid, np.ones_like(values), radius, centre) & np.isfinite(values)
+    count = use.sum(axis=(-2, -1))
+    total = np.where(use, values, 0.0).sum(axis=(-2, -1))
+    mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return mean[0] if single else mean
+
+
+def covariance_factor(n_spaxels) -> np.ndarray:
+    """True over naive noise of a sum of ``n_spaxels`` adjacent MaNGA spaxels.
+
+    MaNGA cubes are built from dithered fibre exposures, so neighbouring spaxels share
+    signal and noise. Summing N of them with ``sqrt(sum of variances)`` underestimates the
+    noise by the factor ``1 + 1.62 log10(N)`` for N <= 100, constant beyond (Law et al. 2016,
+    AJ 152, 83, section 9.3; the same calibration is given in the SDSS DR13 MaNGA caveats
+    and used by the IDL DAP's ``MDAP_CALIBRATE_NOISE``). N below 1 counts as 1 (no
+    correction); N is capped at :data:`COVARIANCE_MAX_SPAXELS`.
+
+    Examples
+    --------
+    >>> [round(float(f), 4) for f in covariance_factor([0, 1, 10, 100, 1000])]
+    [1.0, 1.0, 2.62, 4.24, 4.24]
+    """
+    n_spaxels = np.clip(_as_float(n_spaxels), 1.0, COVARIANCE_MAX_SPAXELS)
+    return 1.0 + COVARIANCE_SLOPE * np.log10(n_spaxels)
+
+
+def covariance_corrected_sums(
+    flux, ivar, valid, radius, centre=None, *, spaxels_per_pixel=1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`aperture_sums` with the inverse variance corrected for correlated noise.
+
+    Parameters
+    ----------
+    flux, ivar, valid, radius, centre
+        As :func:`aperture_sums`; ``radius`` in pixels of these maps.
+    spaxels_per_pixel : float or numpy.ndarray
+        Native 0.5" spaxels per pixel along one axis (1 for DAP maps; ``spaxels_per_pixel``
+        of a records directory's ``index.csv`` for gridded maps), one per galaxy for a batch.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        [L] or [B, L]: the summed flux, its corrected inverse variance, and N, the number
+        of native spaxels summed (pixels times ``spaxels_per_pixel ** 2``).
+
+    Notes
+    -----
+    The naive variance is divided by ``covariance_factor(N) ** 2``. On maps resampled to
+    finer pixels than the native spaxels (``spaxels_per_pixel < 1``) each spaxel's value
+    and variance are repeated in ``1 / spaxels_per_pixel ** 2`` pixels, which the naive sum
+    takes as independent: the noise is further scaled by ``1 / spaxels_per_pixel`` so the
+    S/N is that of the native spaxels.
+
+    Examples
+    --------
+    >>> flux, ivar = np.ones((1, 5, 5)), np.full((1, 5, 5), 4.0)
+    >>> total, corrected, n = covariance_corrected_sums(flux, ivar, np.ones_like(flux), radius=1.0)
+    >>> float(total[0]), int(n[0]), round(float(total[0] * np.sqrt(corrected[0])), 3)  # naive S/N 4.472
+    (5.0, 5, 2.097)
+    """
+    flux_sum, ivar_sum = aperture_sums(flux, ivar, valid, radius, centre)
+    pixels = aperture_counts(ivar, valid, radius, centre)
+    scale = _as_float(spaxels_per_pixel)
+    if not np.all(scale > 0):
+        raise ValueError(f"spaxels_per_pixel must be > 0. Received: {spaxels_per_pixel!r}")
+    scale = scale[..., None] if scale.ndim else scale  # one per galaxy -> broadcast over lines
+    n_spaxels = pixels * scale**2
+    factor = covariance_factor(n_spaxels) * np.maximum(1.0, 1.0 / scale)
+    return flux_sum, ivar_sum / factor**2, n_spaxels
 
 
 def central_line_ratios(
@@ -368,6 +497,64 @@ def classify_spaxels(maps: GalaxyMaps, *, min_snr: float = MIN_SNR) -> np.ndarra
     flux = {name: np.where(maps.valid[i], maps.flux[i], np.nan) for i, name in enumerate(maps.lines)}
     ivar = {name: maps.ivar[i] for i, name in enumerate(maps.lines)}
     return classify_bpt(flux, ivar, min_snr=min_snr)
+
+
+def classify_whan(ew_ha, log_nii_ha, ew_nii=None) -> np.ndarray:
+    """WHAN class (Cid Fernandes et al. 2011, MNRAS 413, 1687) of each element.
+
+    Parameters
+    ----------
+    ew_ha : float or numpy.ndarray
+        Halpha emission equivalent width W(Halpha) in Angstrom (positive in emission).
+    log_nii_ha : float or numpy.ndarray
+        log [NII] 6585/Halpha; NaN where not measured.
+    ew_nii : float or numpy.ndarray, optional
+        W([NII] 6585) in Angstrom. The paper calls a galaxy passive when both W(Halpha) and
+        W([NII]) are below 0.5 A; without ``ew_nii`` W(Halpha) alone decides.
+
+    Returns
+    -------
+    numpy.ndarray of str
+        ``passive``: W(Halpha) < 0.5 (and W([NII]) < 0.5); ``retired``: otherwise
+        W(Halpha) < 3; with W(Halpha) >= 3: ``SF`` when log [NII]/Halpha < -0.4, else
+        ``sAGN`` when W(Halpha) > 6 and ``wAGN`` when 3 <= W(Halpha) <= 6. Empty where
+        W(Halpha) is not finite, or W(Halpha) >= 3 and the ratio is unknown.
+
+    Examples
+    --------
+    >>> classify_whan([0.2, 1.0, 10.0, 4.0, 10.0], [0.1, 0.1, -0.6, 0.0, 0.0]).tolist()
+    ['passive', 'retired', 'SF', 'wAGN', 'sAGN']
+    >>> str(classify_whan(0.2, 0.1, ew_nii=0.7)), str(classify_whan(10.0, np.nan))
+    ('retired', '')
+    """
+    ew_ha, ratio = _as_float(ew_ha), _as_float(log_nii_ha)
+    shape = np.broadcast_shapes(ew_ha.shape, ratio.shape, () if ew_nii is None else np.shape(ew_nii))
+    ew_ha, ratio = np.broadcast_to(ew_ha, shape), np.broadcast_to(ratio, shape)
+    lineless = ew_ha < WHAN_PASSIVE_EW
+    if ew_nii is not None:
+        # A [NII] width that is unknown does not veto "passive": W(Halpha) alone then decides.
+        nii = np.broadcast_to(_as_float(ew_nii), shape)
+        lineless &= ~(np.isfinite(nii) & (nii >= WHAN_PASSIVE_EW))
+    emitting = np.isfinite(ew_ha) & (ew_ha >= WHAN_RETIRED_EW) & np.isfinite(ratio)
+    labels = np.full(shape, "", dtype="<U7")
+    labels[np.isfinite(ew_ha) & (ew_ha < WHAN_RETIRED_EW)] = "retired"
+    labels[np.isfinite(ew_ha) & lineless] = "passive"
+    labels[emitting & (ratio < WHAN_NII_HA)] = "SF"
+    labels[emitting & (ratio >= WHAN_NII_HA) & (ew_ha <= WHAN_STRONG_AGN_EW)] = "wAGN"
+    labels[emitting & (ratio >= WHAN_NII_HA) & (ew_ha > WHAN_STRONG_AGN_EW)] = "sAGN"
+    return labels
+
+
+def _aperture_pixels(valid, ivar: np.ndarray, radius, centre) -> np.ndarray:
+    """[B, L, H, W] pixels summed by the aperture: inside the circle, valid and ivar > 0."""
+    height, width = ivar.shape[-2:]
+    row, column = ((height - 1) / 2.0, (width - 1) / 2.0) if centre is None else centre
+    radius = np.broadcast_to(_as_float(radius), (ivar.shape[0],))
+    if not np.all(radius > 0):
+        raise ValueError(f"radius must be > 0. Received: {radius!r}")
+    yy, xx = np.indices((height, width))
+    inside = np.hypot(yy - row, xx - column)[None] <= radius[:, None, None]  # [B, H, W]
+    return np.asarray(valid, dtype=bool) & inside[:, None] & (ivar > 0)
 
 
 def _as_float(value) -> np.ndarray:
