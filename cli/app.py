@@ -49,9 +49,11 @@ def _root(
 
 
 def _register_commands() -> None:
-    from ifskeras.cli import records_commands, science_commands, synth_commands, train_commands
+    from ifskeras.cli import (label_commands, records_commands, science_commands, survey_commands, synth_commands,
+                              train_commands)
 
-    for module in (synth_commands, records_commands, train_commands, science_commands):
+    for module in (survey_commands, synth_commands, records_commands, label_commands, train_commands,
+                   science_commands):
         module.register(app)
 
 
