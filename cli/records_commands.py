@@ -61,7 +61,7 @@ def convert(
                                        "at least this fraction of its area is valid input."),
     labels: Path = typer.Option(None, "--labels", help="CSV with columns plateifu and the label column."),
     label_column: str = typer.Option("class", "--label-column", help="Label column of --labels."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Fraction in the validation split (stable hash of plate-IFU)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Fraction in the validation split (stable hash of the MANGAID, else plate-IFU)."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Fraction in the test split."),
     name: str = typer.Option("maps", "--name", help="Shard name prefix: NAME-SPLIT.tfrecord-00000-of-00004."),
     shard_mb: float = typer.Option(100.0, "--shard-mb", help="Target shard size in MB."),
@@ -73,11 +73,15 @@ def convert(
     strict: bool = typer.Option(False, "--strict", help="Exit with code 1 if any input failed."),
     num_workers: int = typer.Option(1, "--num-workers", min=1, help="Cluster runs: the inputs are split into this many parts."),
     worker_index: int = typer.Option(0, "--worker-index", min=0, help="Cluster runs: the part this run converts."),
+    allow_mixed_releases: bool = typer.Option(
+        False, "--allow-mixed-releases",
+        help="Accept inputs of several DAP releases (VERSDAP, DAPTYPE) in one records directory; refused by "
+             "default, as DR15 and DR17 fit the lines differently."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Convert MAPS files to sharded TFRecords with a manifest.
 
-    One example per galaxy (id, flux, ivar, valid, label, ra, dec) on an S x S grid, split into train/val/test by a stable hash of the plate-IFU. Bad files are listed in failures.csv and never stop the run. Safe to interrupt: rerun the same command with --resume.
+    One example per galaxy (id, flux, ivar, valid, label, ra, dec) on an S x S grid, split into train/val/test by a stable hash of the MANGAID (else the plate-IFU). Copies and repeat observations of a galaxy are converted once: the largest IFU bundle, falling back to the next file if it cannot be read; the others are listed in duplicates.csv. Bad files are listed in failures.csv and never stop the run. Safe to interrupt: rerun the same command with --resume.
 
     Example: ifskeras convert data/maps/ --out records/ --size 64 --jobs 4
     """
@@ -93,7 +97,8 @@ def convert(
             test_fraction=test_fraction, shard_mb=shard_mb, min_shards=min_shards,
             compression=None if compression == "none" else compression, name=name,
             labels=str(labels) if labels else None, label_column=label_column,
-            num_workers=num_workers, worker_index=worker_index, **options_kwargs,
+            num_workers=num_workers, worker_index=worker_index, allow_mixed_releases=allow_mixed_releases,
+            **options_kwargs,
         )
         with counting_progress(not quiet, "converting") as progress:
             result = convert_maps(inputs, out, options, jobs=jobs, resume=resume,
@@ -107,11 +112,13 @@ def convert(
             + (f"; {result.resumed_shards} shards kept from the interrupted run" if result.resumed_shards else "")
         )
         if result.duplicates:
-            typer.echo(f"skipped {len(result.duplicates)} duplicate plate-IFU(s): kept the first path in sorted order")
+            typer.echo(f"skipped {len(result.duplicates)} file(s), other copies or repeat observations of "
+                       f"converted galaxies (listed in {result.out_dir / 'duplicates.csv'})")
         if result.failures:
             typer.echo(f"{len(result.failures)} input(s) failed (all listed in {result.out_dir / 'failures.csv'}):")
             for failure in result.failures[:_LISTED_FAILURES]:
-                typer.echo(f"  {failure['path']}: {failure['reason']}")
+                replaced = f" (replaced by {failure['replaced_by']})" if failure.get("replaced_by") else ""
+                typer.echo(f"  {failure['path']}: {failure['reason']}{replaced}")
             if len(result.failures) > _LISTED_FAILURES:
                 typer.echo(f"  ... and {len(result.failures) - _LISTED_FAILURES} more")
     if totals["examples"] == 0:
@@ -170,6 +177,8 @@ def merge(
     out: Path = typer.Option(..., "--out", "-o", help="New, empty output directory."),
     transfer: str = typer.Option("link", "--transfer", help="link (hard links, copy across file systems), copy or move."),
     allow_partial: bool = typer.Option(False, "--allow-partial", help="Merge even if some cluster parts are missing."),
+    allow_mixed_releases: bool = typer.Option(
+        False, "--allow-mixed-releases", help="Merge parts converted from different DAP releases (DR15 with DR17)."),
 ) -> None:
     """Join records directories into one dataset, renumbering shards; counts add up.
 
@@ -178,7 +187,8 @@ def merge(
     from ifskeras.records.merge import merge_records
 
     with _clean_errors():
-        manifest = merge_records(parts, out, transfer=transfer, allow_partial=allow_partial)
+        manifest = merge_records(parts, out, transfer=transfer, allow_partial=allow_partial,
+                                 allow_mixed_releases=allow_mixed_releases)
     counts = ", ".join(f"{split} {entry['examples']}" for split, entry in manifest["splits"].items())
     typer.echo(f"merged {len(parts)} directories into {out}: {manifest['totals']['examples']} examples ({counts})")
 

@@ -26,6 +26,7 @@ _EXPORTS = {
     "OutputExistsError": "options",
     "ShardWriteError": "options",
     "collect_inputs": "inputs",
+    "peek_identity": "inputs",
     "convert_maps": "convert",
     # schema and manifest
     "SCHEMA_VERSION": "schema",

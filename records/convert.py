@@ -4,13 +4,18 @@ How a conversion runs:
 
 1. **Inputs** are files, directories (recursive ``*MAPS*.fits*``) or text files listing
    paths; they are made absolute, deduplicated and sorted.
-2. **Plan.** Each file's primary header is scanned for ``PLATEIFU`` (a few kilobytes
-   read, threads). The plan fixes, before any heavy work: duplicates (the first path in
-   sorted order is kept), the cluster part (``part_of``), the split (``split_of``), the
-   number of shards per split (from the estimated record size and ``shard_mb``) and
-   which galaxies go in which shard (sorted by a stable hash of the plate-IFU, cut into
-   equal runs). The same inputs and options always give the same plan.
-3. **Convert.** Each galaxy is read, put on the grid and encoded; its shard is written
+2. **Plan.** Each file's primary header is scanned for ``PLATEIFU``, ``MANGAID``,
+   ``IFUDSGN``, ``VERSDAP`` and ``DAPTYPE`` (a few kilobytes read, threads). The plan
+   fixes, before any heavy work: that the inputs are of one DAP release (unless
+   ``allow_mixed_releases``), the galaxies (files sharing a plate-IFU or a MANGAID) with
+   their files in order of preference (largest IFU bundle, then plate-IFU, then path),
+   each galaxy's key (MANGAID, else plate-IFU), and from that key the cluster part
+   (``part_of``), the split (``split_of``) and the order within the split; then the
+   number of shards per split (from the estimated record size and ``shard_mb``), cut
+   into equal runs. The same inputs and options always give the same plan.
+3. **Convert.** Each galaxy is read from its first file that converts (later files
+   are fallbacks: a damaged copy never displaces a readable one), put on the grid and
+   encoded; its shard is written
    (TFRecord framing with CRC32C, no TensorFlow anywhere in a conversion) to
    ``<shard>.incomplete``, fsynced, renamed to its final name, and the main process
    appends the shard's sha256 to ``convert-journal.jsonl``. With ``jobs`` worker
@@ -18,11 +23,13 @@ How a conversion runs:
    of them, else workers convert galaxies and the main process writes. A killed run
    therefore leaves only complete shards under shard names; ``resume=True`` keeps
    those whose checksum matches the journal and converts the rest, byte-identically.
-4. **Finish.** ``failures.csv``, ``index.csv`` and finally ``manifest.json`` are
-   written atomically. A directory without ``manifest.json`` is not a dataset.
+4. **Finish.** ``failures.csv``, ``duplicates.csv``, ``index.csv`` and finally
+   ``manifest.json`` are written atomically. A directory without ``manifest.json`` is
+   not a dataset.
 
-Bad inputs never stop a run: each is listed with its reason in the manifest and in
-``failures.csv``.
+Bad inputs never stop a run: each is listed with its reason (and the file that replaced
+it, if any) in the manifest and in ``failures.csv``; files not read because another
+copy or observation of the galaxy was converted are listed in ``duplicates.csv``.
 
 Where each part lives:
 
@@ -31,7 +38,7 @@ Where each part lives:
   (``failures.csv``, ``index.csv``, ``manifest.json``);
 - :mod:`ifskeras.records.options`: :class:`ConvertOptions` and the errors;
 - :mod:`ifskeras.records.inputs`: input files, labels, the header scan (step 1);
-- :mod:`ifskeras.records.plan`: the plan and its fingerprint (step 2);
+- :mod:`ifskeras.records.plan`: the plan (releases, galaxies, placement) and its fingerprint (step 2);
 - :mod:`ifskeras.records.workers`: one galaxy, and the worker processes (step 3);
 - :mod:`ifskeras.records.shards`: writing one shard file, and write errors (step 3);
 - :mod:`ifskeras.records.journal`: the journal, the output directory, resume;
@@ -52,12 +59,15 @@ from ifskeras import __version__
 from ifskeras.survey.lines import wavelength_of
 from ifskeras.survey.maps import MAX_ABS_FLUX
 from ifskeras.common.files import atomic_write_csv, atomic_write_json, sha256_file
-from ifskeras.records.inputs import _MAPS_GLOB, _load_labels, collect_inputs, peek_plateifu
+from ifskeras.records.inputs import _MAPS_GLOB, _load_labels, collect_inputs, peek_identity, peek_plateifu
 from ifskeras.records.journal import _Journal, _prepare_out_dir, _reusable_shards
 from ifskeras.records.naming import SPLITS, parse_shard_filename
 from ifskeras.records.options import ConvertError, ConvertOptions, OutputExistsError, ShardWriteError
 from ifskeras.records.plan import _Plan, _Shard, _make_plan
 from ifskeras.records.schema import (
+    DUPLICATES_COLUMNS,
+    DUPLICATES_NAME,
+    FAILURES_COLUMNS,
     FAILURES_NAME,
     FEATURES,
     INDEX_COLUMNS,
@@ -78,6 +88,7 @@ __all__ = [
     "collect_inputs",
     "convert_maps",
     "convert_galaxy",
+    "peek_identity",
     "peek_plateifu",
 ]
 
@@ -151,8 +162,9 @@ def convert_maps(
     Raises
     ------
     ConvertError
-        No inputs, output directory not empty, labels unreadable, resume with other
-        options, or a shard could not be written (:class:`ShardWriteError`).
+        No inputs, output directory not empty, labels unreadable, inputs of several DAP
+        releases (without ``options.allow_mixed_releases``), resume with other inputs,
+        options or releases, or a shard could not be written (:class:`ShardWriteError`).
 
     Examples
     --------
@@ -183,7 +195,7 @@ def convert_maps(
             if parsed and parsed.name == options.name and path.name not in reused:
                 path.unlink()
     with _bookkeeping_errors(journal.path):
-        journal.start(plan.fingerprint, [reused[name] for name in sorted(reused)])
+        journal.start(plan, [reused[name] for name in sorted(reused)])
 
     todo = [shard for shard in plan.shards if shard.file not in reused]
     total = sum(len(shard.items) for shard in todo)
@@ -245,6 +257,7 @@ def _finish(out: Path, plan: _Plan, options: ConvertOptions, entries: dict[str, 
     ordered = [entries[shard.file] for shard in plan.shards]
     failures = sorted(plan.failures + [f for entry in ordered for f in entry["failures"]],
                       key=lambda failure: failure["path"])
+    duplicates = sorted((d for entry in ordered for d in entry["duplicates"]), key=lambda duplicate: duplicate["path"])
     rows = [row for entry in ordered for row in entry["rows"]]
     units = [row.get("unit") for row in rows if row.get("unit")]
     splits = {}
@@ -252,8 +265,10 @@ def _finish(out: Path, plan: _Plan, options: ConvertOptions, entries: dict[str, 
         shards = [entry["shard"] for entry in ordered if entry["split"] == split]
         splits[split] = {"examples": sum(s["examples"] for s in shards), "shards": shards}
 
-    atomic_write_csv(out / FAILURES_NAME, ("path", "reason"),
-                     ([failure["path"], failure["reason"]] for failure in failures))
+    atomic_write_csv(out / FAILURES_NAME, FAILURES_COLUMNS,
+                     ([failure[column] for column in FAILURES_COLUMNS] for failure in failures))
+    atomic_write_csv(out / DUPLICATES_NAME, DUPLICATES_COLUMNS,
+                     ([duplicate[column] for column in DUPLICATES_COLUMNS] for duplicate in duplicates))
     atomic_write_csv(out / INDEX_NAME, INDEX_COLUMNS,
                      ([_csv_value(row[column]) for column in INDEX_COLUMNS] for row in rows))
     manifest = {
@@ -276,16 +291,23 @@ def _finish(out: Path, plan: _Plan, options: ConvertOptions, entries: dict[str, 
             "module": "ifskeras.survey.preprocess",
         },
         "compression": options.compression,
+        "releases": [
+            {"versdap": versdap, "daptype": daptype,
+             "galaxies": sum(1 for row in rows if (row["versdap"], row["daptype"]) == (versdap, daptype))}
+            for versdap, daptype in plan.releases
+        ],
         "split_rule": {
-            "hash": "sha256('ifskeras:split:' + plateifu), first 8 bytes / 2**64",
+            "key": "MANGAID, else plate-IFU (index.csv: mangaid, else id)",
+            "hash": "sha256('ifskeras:split:' + key), first 8 bytes / 2**64",
             "val_fraction": options.val_fraction,
             "test_fraction": options.test_fraction,
         },
         "sharding": {"shard_mb": options.shard_mb, "min_shards": options.min_shards},
         "partition": {"num_workers": options.num_workers, "worker_index": options.worker_index},
         "labels": (
-            {"file": str(options.labels), "column": options.label_column, "labelled": plan.labelled,
-             "unmatched": len(set(labels) - {row["id"] for row in rows})}
+            {"file": str(options.labels), "column": options.label_column,
+             "labelled": sum(1 for row in rows if row["label"]),
+             "unmatched": len(set(labels) - _converted_plateifus(plan, rows))}
             if options.labels else None
         ),
         "splits": splits,
@@ -293,16 +315,28 @@ def _finish(out: Path, plan: _Plan, options: ConvertOptions, entries: dict[str, 
             "inputs": plan.inputs,
             "examples": sum(entry["examples"] for entry in splits.values()),
             "failures": len(failures),
-            "duplicates": len(plan.duplicates),
+            "duplicates": len(duplicates),
             "bytes": sum(shard["bytes"] for entry in splits.values() for shard in entry["shards"]),
         },
         "failures": failures,
-        "duplicates": plan.duplicates,
+        "duplicates": duplicates,
         "index": {"file": INDEX_NAME, "sha256": sha256_file(out / INDEX_NAME)},
         "plan": plan.fingerprint,
     }
     atomic_write_json(out / MANIFEST_NAME, manifest)
-    return ConvertResult(out, manifest, converted, resumed, failures, plan.duplicates, seconds, convert_seconds)
+    return ConvertResult(out, manifest, converted, resumed, failures, duplicates, seconds, convert_seconds)
+
+
+def _converted_plateifus(plan: _Plan, rows: list[dict]) -> set[str]:
+    """Plate-IFUs of every file of the converted galaxies: a label on any of them was used."""
+    converted = {row["id"] for row in rows}
+    return {
+        candidate.plateifu
+        for shard in plan.shards
+        for galaxy in shard.items
+        if any(candidate.plateifu in converted for candidate in galaxy.candidates)
+        for candidate in galaxy.candidates
+    }
 
 
 def _csv_value(value) -> str:

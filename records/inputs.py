@@ -1,9 +1,10 @@
-"""A conversion's inputs: which MAPS files, their labels, and each file's plate-IFU.
+"""A conversion's inputs: which MAPS files, their labels, and what each file's header says.
 
 :func:`collect_inputs` expands files, directories and list files into sorted absolute
-paths. :func:`peek_plateifu` reads a file's plate-IFU from its primary header only (a
-few kilobytes), so the plan (:mod:`ifskeras.records.plan`) is made before any heavy
-work; ``_identify`` asks the full reader why a file whose header cannot be read is bad.
+paths. :func:`peek_identity` reads a file's plate-IFU, MANGAID, IFU design and DAP
+release from its primary header only (a few kilobytes), so the plan
+(:mod:`ifskeras.records.plan`) is made before any heavy work; ``_identify`` asks the
+full reader why a file whose header cannot be read is bad.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import os
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from ifskeras.survey.maps import MapsReadError, NotFitsError, read_maps
 from ifskeras.records.options import ConvertError, ConvertOptions
 
-__all__ = ["collect_inputs", "peek_plateifu"]
+__all__ = ["HeaderIdentity", "collect_inputs", "peek_identity", "peek_plateifu"]
 
 _MAPS_GLOB = "*MAPS*.fits*"
 _MAX_HEADER_BLOCKS = 64
@@ -90,10 +92,29 @@ def _load_labels(path: str, column: str) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- header scan
 
-def peek_plateifu(path: str | os.PathLike) -> str:
-    """The plate-IFU of a MAPS file from its primary header, reading only that header.
+class HeaderIdentity(NamedTuple):
+    """What a MAPS file's primary header says it is; '' for an absent card.
 
-    Follows :func:`ifskeras.survey.maps.read_maps`: the ``PLATEIFU`` card, else the file name.
+    ``plateifu`` follows :func:`ifskeras.survey.maps.read_maps` (the ``PLATEIFU`` card,
+    else the file name). ``mangaid`` names the galaxy (repeat observations share it),
+    ``ifudsgn`` the IFU design (``12705``: 127 fibres), and ``versdap`` and ``daptype``
+    the DAP release that fitted the lines.
+    """
+
+    plateifu: str
+    mangaid: str = ""
+    ifudsgn: str = ""
+    versdap: str = ""
+    daptype: str = ""
+
+
+#: Header card of each HeaderIdentity field (PLATEIFU is handled apart: it has a fallback).
+_IDENTITY_CARDS = {b"MANGAID": "mangaid", b"IFUDSGN": "ifudsgn", b"VERSDAP": "versdap", b"DAPTYPE": "daptype"}
+
+
+def peek_identity(path: str | os.PathLike) -> HeaderIdentity:
+    """PLATEIFU, MANGAID, IFUDSGN, VERSDAP and DAPTYPE of a MAPS file, reading only its primary header.
+
     Raises :class:`ifskeras.survey.maps.NotFitsError` when the header cannot be read.
     """
     path = Path(path)
@@ -101,7 +122,7 @@ def peek_plateifu(path: str | os.PathLike) -> str:
         with open(path, "rb") as stream:
             magic = stream.read(2)
         opener = gzip.open if magic == b"\x1f\x8b" else open
-        value = ""
+        plateifu, cards = "", {}
         with opener(path, "rb") as stream:
             for block_index in range(_MAX_HEADER_BLOCKS):
                 block = stream.read(2880)
@@ -112,15 +133,24 @@ def peek_plateifu(path: str | os.PathLike) -> str:
                 for start in range(0, 2880, 80):
                     card = block[start:start + 80]
                     keyword = card[:8].rstrip()
-                    if keyword == b"PLATEIFU" and card[8:10] == b"= ":
-                        value = _card_value(card[10:].decode("ascii", "replace"))
-                    elif keyword == b"END":
-                        return value or _plateifu_from_name(path)
+                    if keyword == b"END":
+                        return HeaderIdentity(plateifu or _plateifu_from_name(path), **cards)
+                    if card[8:10] != b"= ":
+                        continue
+                    if keyword == b"PLATEIFU":
+                        plateifu = _card_value(card[10:].decode("ascii", "replace"))
+                    elif keyword in _IDENTITY_CARDS:
+                        cards[_IDENTITY_CARDS[keyword]] = _card_value(card[10:].decode("ascii", "replace"))
     except MapsReadError:
         raise
     except (OSError, EOFError, zlib.error) as error:
         raise NotFitsError(path, f"unreadable primary header ({error})") from error
     raise NotFitsError(path, "no END card in the primary header")
+
+
+def peek_plateifu(path: str | os.PathLike) -> str:
+    """The plate-IFU of a MAPS file from its primary header (see :func:`peek_identity`)."""
+    return peek_identity(path).plateifu
 
 
 def _card_value(text: str) -> str:
@@ -149,10 +179,10 @@ def _plateifu_from_name(path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def _identify(path: Path, options: ConvertOptions) -> tuple[str | None, str | None]:
-    """(plateifu, None) or (None, reason)."""
+def _identify(path: Path, options: ConvertOptions) -> tuple[HeaderIdentity | None, str | None]:
+    """(identity, None) or (None, reason)."""
     try:
-        return peek_plateifu(path), None
+        return peek_identity(path), None
     except MapsReadError:
         pass
     # The header scan failed: let the full reader say precisely why.
@@ -160,4 +190,5 @@ def _identify(path: Path, options: ConvertOptions) -> tuple[str | None, str | No
         maps = read_maps(path, options.lines, quantity=options.quantity, reject_bits=options.reject_bits)
     except MapsReadError as error:
         return None, error.problem
-    return maps.plateifu, None
+    return HeaderIdentity(maps.plateifu, maps.mangaid, "", str(maps.meta.get("VERSDAP", "")).strip(),
+                          str(maps.meta.get("DAPTYPE", "")).strip()), None

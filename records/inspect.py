@@ -10,7 +10,7 @@ import numpy as np
 from ifskeras.survey.lines import pretty_line_name
 from ifskeras.records.naming import SPLITS
 from ifskeras.records.reader import read_examples
-from ifskeras.records.schema import load_manifest
+from ifskeras.records.schema import load_manifest, release_text
 
 __all__ = ["summarize_records", "render_galaxy"]
 
@@ -42,11 +42,15 @@ def summarize_records(records_dir: str | Path, *, max_failures: int = _MAX_LISTE
         f"inputs: {totals.get('inputs', '?')}, converted: {totals.get('examples', manifest.examples())}, "
         f"failed: {len(manifest.failures)}, duplicates skipped: {len(data.get('duplicates', []))}"
     )
+    if manifest.releases:
+        lines.append("DAP releases: " + "; ".join(
+            f"{release_text(r['versdap'], r['daptype'])} ({r['galaxies']} galaxies)" for r in manifest.releases))
     if data.get("labels"):
         labels = data["labels"]
         lines.append(f"labels: column {labels['column']!r} of {labels['file']}, {labels['labelled']} labelled")
     for failure in manifest.failures[:max_failures]:
-        lines.append(f"  failed: {failure['path']}: {failure['reason']}")
+        replaced = f" (replaced by {failure['replaced_by']})" if failure.get("replaced_by") else ""
+        lines.append(f"  failed: {failure['path']}: {failure['reason']}{replaced}")
     if len(manifest.failures) > max_failures:
         lines.append(f"  ... {len(manifest.failures) - max_failures} more in failures.csv")
     return "\n".join(lines)

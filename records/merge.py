@@ -3,6 +3,8 @@
 Shard contents never change, so their checksums carry over; only names are
 renumbered: the shards of each split are concatenated in part order (worker index,
 then directory name) and renamed ``{name}-{split}.tfrecord-{j:05d}-of-{N:05d}``.
+Parts of different DAP releases are refused unless ``allow_mixed_releases``, as in
+:func:`ifskeras.records.convert_maps`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from ifskeras import __version__
 from ifskeras.common.files import atomic_write_csv, atomic_write_json, fsync_dir, fsync_path, sha256_file
 from ifskeras.records.naming import SPLITS, TEMP_SUFFIX, shard_filename
 from ifskeras.records.schema import (
+    DUPLICATES_COLUMNS,
+    DUPLICATES_NAME,
+    FAILURES_COLUMNS,
     FAILURES_NAME,
     INDEX_COLUMNS,
     INDEX_NAME,
@@ -25,6 +30,8 @@ from ifskeras.records.schema import (
     RecordsError,
     load_manifest,
     read_index,
+    release_series,
+    release_text,
 )
 
 __all__ = ["MergeError", "merge_records", "TRANSFER_MODES"]
@@ -44,6 +51,7 @@ def merge_records(
     *,
     transfer: str = "link",
     allow_partial: bool = False,
+    allow_mixed_releases: bool = False,
 ) -> dict:
     """Join records directories into ``out_dir``; returns the new manifest.
 
@@ -58,12 +66,14 @@ def merge_records(
         Hard-link shards (falls back to copying across file systems), copy, or move.
     allow_partial : bool
         Join parts of a cluster conversion even if some worker indices are absent.
+    allow_mixed_releases : bool
+        Join parts whose inputs are of different DAP releases (``VERSDAP``, ``DAPTYPE``).
 
     Raises
     ------
     MergeError
-        Incompatible manifests, duplicate ids, missing or repeated cluster parts, or a
-        non-empty output directory.
+        Incompatible manifests, different DAP releases, duplicate ids, missing or
+        repeated cluster parts, or a non-empty output directory.
 
     Examples
     --------
@@ -83,6 +93,7 @@ def merge_records(
     if out.exists() and any(out.iterdir()):
         raise MergeError(f"{out} is not empty; merge into an empty or new directory")
     _check_compatible(manifests)
+    _check_releases(manifests, allow_mixed_releases)
     manifests.sort(key=lambda m: (m.data.get("partition", {}).get("worker_index", 0), str(m.directory)))
     _check_partition(manifests, allow_partial)
     indexes = [read_index(manifest.directory) for manifest in manifests]
@@ -108,10 +119,14 @@ def merge_records(
         for row in index:
             rows.append({**row, "shard": renames[(number, row["shard"])]})
     failures = sorted(
-        {(f["path"], f["reason"]) for manifest in manifests for f in manifest.failures}
+        {tuple(f.get(column, "") for column in FAILURES_COLUMNS) for manifest in manifests for f in manifest.failures}
     )
-    duplicates = [d for manifest in manifests for d in manifest.data.get("duplicates", [])]
-    atomic_write_csv(out / FAILURES_NAME, ("path", "reason"), failures)
+    duplicates = sorted(
+        (d for manifest in manifests for d in manifest.data.get("duplicates", [])), key=lambda d: d["path"]
+    )
+    atomic_write_csv(out / FAILURES_NAME, FAILURES_COLUMNS, failures)
+    atomic_write_csv(out / DUPLICATES_NAME, DUPLICATES_COLUMNS,
+                     ([d.get(column, "") for column in DUPLICATES_COLUMNS] for d in duplicates))
     atomic_write_csv(out / INDEX_NAME, INDEX_COLUMNS, ([row.get(c, "") for c in INDEX_COLUMNS] for row in rows))
     totals = {
         key: sum(manifest.data.get("totals", {}).get(key, 0) for manifest in manifests)
@@ -135,10 +150,11 @@ def merge_records(
         "labels": (
             {**labels[0], "labelled": sum(label.get("labelled", 0) for label in labels)} if labels else None
         ),
+        "releases": _merged_releases(manifests),
         "plan": None,
         "splits": splits,
         "totals": totals,
-        "failures": [{"path": path, "reason": reason} for path, reason in failures],
+        "failures": [dict(zip(FAILURES_COLUMNS, failure)) for failure in failures],
         "duplicates": duplicates,
         "index": {"file": INDEX_NAME, "sha256": sha256_file(out / INDEX_NAME)},
     }
@@ -155,6 +171,45 @@ def _check_compatible(manifests) -> None:
                 f"{other.directory} differs from {reference.directory} in {', '.join(differing)}; "
                 "only records converted with the same options can be merged"
             )
+
+
+#: The release of records written before releases were recorded in the manifest.
+_NOT_RECORDED = ("(not recorded)", "(not recorded)")
+
+
+def _release_key(release: dict) -> tuple[str, str]:
+    return (release.get("versdap", ""), release.get("daptype", ""))
+
+
+
+def _check_releases(manifests, allow_mixed_releases: bool) -> None:
+    """Refuse parts of different DAP releases; records written before releases were recorded count as unknown."""
+    found: dict[tuple[str, str], list[str]] = {}
+    versions: dict[tuple[str, str], set[str]] = {}
+    for manifest in manifests:
+        releases = [_release_key(release) for release in manifest.releases] or [_NOT_RECORDED]
+        for release in releases:
+            series = release_series(*release) if release != _NOT_RECORDED else release
+            found.setdefault(series, []).append(str(manifest.directory))
+            versions.setdefault(series, set()).add(release[0])
+    if len(found) < 2 or allow_mixed_releases:
+        return
+    described = "; ".join(f"{release_text('/'.join(sorted(versions[series])), series[1])} in {', '.join(directories[:3])}"
+                          for series, directories in sorted(found.items()))
+    raise MergeError(
+        f"the parts hold {len(found)} DAP releases ({described}). DR15 and DR17 fit the lines differently: "
+        "merge only records of one release, or pass --allow-mixed-releases (allow_mixed_releases=True)"
+    )
+
+
+def _merged_releases(manifests) -> list[dict]:
+    galaxies: dict[tuple[str, str], int] = {}
+    for manifest in manifests:
+        for release in manifest.releases:
+            key = _release_key(release)
+            galaxies[key] = galaxies.get(key, 0) + release.get("galaxies", 0)
+    return [{"versdap": versdap, "daptype": daptype, "galaxies": count}
+            for (versdap, daptype), count in sorted(galaxies.items())]
 
 
 def _check_partition(manifests, allow_partial: bool) -> None:

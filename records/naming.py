@@ -2,8 +2,9 @@
 
 Shards are named ``{name}-{split}.tfrecord-{i:05d}-of-{n:05d}`` (as in
 tensorflow_datasets) and parse back with :data:`SHARD_PATTERN`. Every placement
-(split, shard order, cluster part) is a function of the plate-IFU through sha256,
-never Python's salted ``hash``, so it is the same on every machine and every run.
+(split, shard order, cluster part) is a function of the galaxy's key (its MANGAID,
+else its plate-IFU: see :mod:`ifskeras.records.plan`) through sha256, never Python's
+salted ``hash``, so it is the same on every machine and every run.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def stable_fraction(key: str, purpose: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def split_of(plateifu: str, val_fraction: float, test_fraction: float) -> str:
-    """``'test'`` below ``test_fraction``, then ``'val'``, else ``'train'``.
+def split_of(key: str, val_fraction: float, test_fraction: float) -> str:
+    """The split of the galaxy with this key: ``'test'`` below ``test_fraction``, then ``'val'``, else ``'train'``.
 
     Raising ``val_fraction`` moves galaxies only from train to val; the test set does
     not depend on ``val_fraction``.
@@ -87,7 +88,7 @@ def split_of(plateifu: str, val_fraction: float, test_fraction: float) -> str:
             "need val_fraction >= 0, test_fraction >= 0 and their sum < 1. "
             f"Received: val_fraction={val_fraction}, test_fraction={test_fraction}"
         )
-    u = stable_fraction(plateifu, "split")
+    u = stable_fraction(key, "split")
     if u < test_fraction:
         return "test"
     if u < test_fraction + val_fraction:

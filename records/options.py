@@ -47,7 +47,8 @@ class ConvertOptions:
     min_coverage : float
         ``fit`` mode: valid output pixels need this fraction of valid input area.
     val_fraction, test_fraction : float
-        Split fractions, by a stable hash of the plate-IFU.
+        Split fractions, by a stable hash of the galaxy's MANGAID (its plate-IFU when
+        the file has none), so repeat observations never straddle two splits.
     shard_mb : float
         Target shard size in MB (1e6 bytes, uncompressed estimate).
     min_shards : int
@@ -60,6 +61,9 @@ class ConvertOptions:
     num_workers, worker_index : int
         Convert only part ``worker_index`` of ``num_workers`` (cluster runs), joined
         afterwards with :func:`ifskeras.records.merge_records`.
+    allow_mixed_releases : bool
+        Accept inputs of several DAP releases (``VERSDAP``, ``DAPTYPE``) in one records
+        directory. Refused by default: DR15 and DR17 fit the lines differently.
     """
 
     size: int = 64
@@ -78,6 +82,7 @@ class ConvertOptions:
     label_column: str = "class"
     num_workers: int = 1
     worker_index: int = 0
+    allow_mixed_releases: bool = False
 
     def __post_init__(self):
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:

@@ -2,7 +2,7 @@
 
 A records directory holds TFRecord shards with one ``tf.train.Example`` per galaxy,
 and beside them ``manifest.json`` (written last: without it the directory is not a
-dataset), ``index.csv``, ``failures.csv`` and ``convert-journal.jsonl``.
+dataset), ``index.csv``, ``failures.csv``, ``duplicates.csv`` and ``convert-journal.jsonl``.
 
 Features (all required)::
 
@@ -36,8 +36,11 @@ __all__ = [
     "MANIFEST_NAME",
     "INDEX_NAME",
     "FAILURES_NAME",
+    "DUPLICATES_NAME",
     "JOURNAL_NAME",
     "INDEX_COLUMNS",
+    "FAILURES_COLUMNS",
+    "DUPLICATES_COLUMNS",
     "FEATURES",
     "RecordsError",
     "ManifestError",
@@ -49,17 +52,23 @@ __all__ = [
     "load_manifest",
     "manifest_checksum",
     "read_index",
+    "release_text",
 ]
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 INDEX_NAME = "index.csv"
 FAILURES_NAME = "failures.csv"
+DUPLICATES_NAME = "duplicates.csv"
 JOURNAL_NAME = "convert-journal.jsonl"
 INDEX_COLUMNS = (
-    "id", "split", "shard", "record", "label", "ra", "dec",
+    "id", "mangaid", "split", "shard", "record", "label", "ra", "dec",
     "box_y0", "box_x0", "box_side", "spaxels_per_pixel", "path",
 )
+#: ``replaced_by``: the copy or observation converted instead of this file ('' if none).
+FAILURES_COLUMNS = ("path", "reason", "replaced_by")
+#: Files not read because another copy or observation of the galaxy was converted (``kept``).
+DUPLICATES_COLUMNS = ("id", "mangaid", "path", "kept", "reason")
 FEATURES = {
     "id": "bytes: plate-IFU",
     "flux": "bytes: float32 little-endian [L, S, S]",
@@ -151,6 +160,11 @@ class Manifest(Mapping):
     @property
     def failures(self) -> list[dict]:
         return list(self.data.get("failures", []))
+
+    @property
+    def releases(self) -> list[dict]:
+        """``{versdap, daptype, galaxies}`` of the inputs; empty for records written before they were recorded."""
+        return list(self.data.get("releases", []))
 
     def shards(self, split: str) -> list[ShardInfo]:
         _check_split(split)
@@ -245,6 +259,25 @@ def read_index(records_dir: str | Path) -> list[dict]:
             return list(csv.DictReader(stream))
     except OSError as error:
         raise ManifestError(f"{path}: cannot read the example index ({error})") from error
+
+
+def release_series(versdap: str, daptype: str) -> tuple[str, str]:
+    """The release a DAP version belongs to, for the no-mixing rule: (major.minor, DAPTYPE).
+
+    Patch versions of one DAP series fit the lines alike (DR15's 2.2.1 and its 2.2.3dev
+    reprocessing), while DR15 (2.2) and DR17 (3.1) do not.
+
+    >>> release_series("2.2.3dev", "HYB10-GAU-MILESHC") == release_series("2.2.1", "HYB10-GAU-MILESHC")
+    True
+    >>> release_series("3.1.0", "HYB10-MILESHC-MASTARSSP")
+    ('3.1', 'HYB10-MILESHC-MASTARSSP')
+    """
+    return ".".join(versdap.split(".")[:2]), daptype
+
+
+def release_text(versdap: str, daptype: str) -> str:
+    """``VERSDAP=3.1.0 DAPTYPE=HYB10-MILESHC-MASTARHC2``, for messages (absent cards say so)."""
+    return f"VERSDAP={versdap or '(absent)'} DAPTYPE={daptype or '(absent)'}"
 
 
 def _validate(manifest: Manifest, path: Path) -> None:

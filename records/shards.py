@@ -15,12 +15,22 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from ifskeras.common.files import fsync_dir
 from ifskeras.records.naming import TEMP_SUFFIX
 from ifskeras.records.options import ConvertOptions, ShardWriteError
 from ifskeras.records.plan import _Shard
 from ifskeras.records.tfrecord import frame_record
+
+
+class _Outcome(NamedTuple):
+    """What converting one galaxy gave: its record (``blob`` None if every candidate failed) and its files' fates."""
+
+    blob: bytes | None
+    meta: dict | None
+    failures: list[dict]  # {path, reason, replaced_by}
+    duplicates: list[dict]  # {id, mangaid, path, kept, reason}
 
 
 class _ShardWriter:
@@ -91,31 +101,32 @@ class _ShardWriter:
         self.temp.unlink(missing_ok=True)
 
 
-def _write_shard(out: Path, shard: _Shard, options: ConvertOptions, results: Iterator,
+def _write_shard(out: Path, shard: _Shard, options: ConvertOptions, results: Iterator[_Outcome],
                  on_galaxy: Callable[[bool], None]) -> dict:
-    """Write one shard from its galaxies' ``_convert_task`` results; returns its journal entry."""
+    """Write one shard from its galaxies' ``_convert_task`` outcomes; returns its journal entry."""
     writer = _ShardWriter(out, shard.file, options.compression)
-    rows, failures = [], []
+    rows, failures, duplicates = [], [], []
     try:
         for _ in shard.items:
-            ok, first, second = next(results)
-            if ok:
-                writer.write(first)
-                rows.append(_index_row(second, shard, len(rows)))
-            else:
-                failures.append({"path": first, "reason": second})
-            on_galaxy(ok)
+            outcome = next(results)
+            if outcome.blob is not None:
+                writer.write(outcome.blob)
+                rows.append(_index_row(outcome.meta, shard, len(rows)))
+            failures.extend(outcome.failures)
+            duplicates.extend(outcome.duplicates)
+            on_galaxy(outcome.blob is not None)
         info = writer.commit()
     except BaseException:
         writer.abort()
         raise
-    return {"split": shard.split, "shard": info, "rows": rows, "failures": failures}
+    return {"split": shard.split, "shard": info, "rows": rows, "failures": failures, "duplicates": duplicates}
 
 
 def _index_row(meta: dict, shard: _Shard, record: int) -> dict:
     y0, x0, side = meta["box"]
     return {
         "id": meta["id"],
+        "mangaid": meta["mangaid"],
         "split": shard.split,
         "shard": shard.file,
         "record": record,
@@ -128,6 +139,8 @@ def _index_row(meta: dict, shard: _Shard, record: int) -> dict:
         "spaxels_per_pixel": meta["spaxels_per_pixel"],
         "path": meta["path"],
         "unit": meta["unit"],
+        "versdap": meta["versdap"],
+        "daptype": meta["daptype"],
     }
 
 

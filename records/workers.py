@@ -1,4 +1,4 @@
-"""Converting in worker processes: one galaxy (:func:`convert_galaxy`), the pool, ordered results.
+"""Converting in worker processes: one galaxy (its files in turn), the pool, ordered results.
 
 Workers are ``forkserver`` processes that never import TensorFlow nor the caller's
 ``__main__``. With at least ``jobs`` shards each worker converts and writes whole
@@ -26,8 +26,8 @@ from ifskeras.survey.maps import MapsReadError, read_maps
 from ifskeras.survey.preprocess import PreprocessError, to_grid
 from ifskeras.records.codec import encode_example
 from ifskeras.records.options import ConvertError, ConvertOptions
-from ifskeras.records.plan import _Shard
-from ifskeras.records.shards import _write_shard
+from ifskeras.records.plan import _Candidate, _Galaxy, _Shard
+from ifskeras.records.shards import _Outcome, _write_shard
 
 __all__ = ["convert_galaxy"]
 
@@ -35,7 +35,7 @@ _IN_FLIGHT_PER_JOB = 4
 
 
 def convert_galaxy(path: str, plateifu: str, label: str, options: ConvertOptions) -> tuple[bytes, dict]:
-    """Read, grid and encode one galaxy; raises MapsReadError or PreprocessError."""
+    """Read, grid and encode one galaxy from one file; raises MapsReadError or PreprocessError."""
     maps = read_maps(path, options.lines, quantity=options.quantity, reject_bits=options.reject_bits)
     if maps.plateifu != plateifu:
         raise PreprocessError(f"plate-IFU {maps.plateifu!r} differs from the header scan ({plateifu!r})")
@@ -46,6 +46,7 @@ def convert_galaxy(path: str, plateifu: str, label: str, options: ConvertOptions
     blob = encode_example(plateifu, grid.flux, grid.ivar, grid.valid, label=label, ra=maps.ra, dec=maps.dec)
     meta = {
         "id": plateifu,
+        "mangaid": maps.mangaid,
         "label": label,
         "ra": maps.ra,
         "dec": maps.dec,
@@ -87,26 +88,55 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _convert_task(task: tuple[str, str, str], options: ConvertOptions | None = None):
-    """(True, blob, meta) or (False, path, reason); never raises for a bad input."""
+def _convert_task(galaxy: _Galaxy, options: ConvertOptions | None = None) -> _Outcome:
+    """Convert a galaxy from its first candidate that converts; never raises for a bad input.
+
+    Candidates that failed before it are failures replaced by it; those after it were
+    not read and are duplicates of it.
+    """
     options = options or _WORKER_OPTIONS
-    path = task[0]
+    failed = []
+    for position, candidate in enumerate(galaxy.candidates):
+        converted = _convert_file(candidate, galaxy.label, options)
+        if isinstance(converted, str):
+            failed.append({"path": candidate.path, "reason": converted})
+            continue
+        blob, meta = converted
+        # The galaxy's MANGAID (its split key), even when this copy lacks the card.
+        meta.update(mangaid=galaxy.mangaid, versdap=candidate.versdap, daptype=candidate.daptype)
+        return _Outcome(
+            blob,
+            meta,
+            [{**failure, "replaced_by": candidate.path} for failure in failed],
+            [_duplicate(galaxy, unused, candidate) for unused in galaxy.candidates[position + 1:]],
+        )
+    return _Outcome(None, None, [{**failure, "replaced_by": ""} for failure in failed], [])
+
+
+def _convert_file(candidate: _Candidate, label: str, options: ConvertOptions) -> tuple[bytes, dict] | str:
+    """``(blob, meta)``, or why the file cannot be converted."""
     try:
-        blob, meta = convert_galaxy(*task, options)
+        return convert_galaxy(candidate.path, candidate.plateifu, label, options)
     except MapsReadError as error:
-        return False, path, error.problem
+        return error.problem
     except PreprocessError as error:
-        return False, path, str(error)
+        return str(error)
     except MemoryError:
-        return False, path, "out of memory while reading"
+        return "out of memory while reading"
     except Exception as error:  # a malformed file must not stop the survey
-        return False, path, f"unexpected {type(error).__name__}: {error}"
-    return True, blob, meta
+        return f"unexpected {type(error).__name__}: {error}"
+
+
+def _duplicate(galaxy: _Galaxy, unused: _Candidate, kept: _Candidate) -> dict:
+    reason = (f"another copy of plate-IFU {kept.plateifu}" if unused.plateifu == kept.plateifu
+              else f"repeat observation of MANGAID {galaxy.mangaid}")
+    return {"id": unused.plateifu, "mangaid": galaxy.mangaid, "path": unused.path, "kept": kept.path,
+            "reason": reason}
 
 
 def _shard_task(out: str, shard: _Shard) -> dict:
     """In a worker: convert and write a whole shard (no galaxy bytes cross processes)."""
-    results = (_convert_task(item) for item in shard.items)
+    results = (_convert_task(galaxy) for galaxy in shard.items)
     return _write_shard(Path(out), shard, _WORKER_OPTIONS, results, _WORKER_PROGRESS.put)
 
 

@@ -157,6 +157,21 @@ def truncate(path: str | Path, fraction: float = 0.5) -> Path:
     return path
 
 
+#: A DR17 release, for files of "another release" than the synthetic ones.
+DR17_VERSDAP = "3.1.0"
+DR17_DAPTYPE = "HYB10-MILESHC-MASTARHC2"
+
+
+def with_release(path: str | Path, *, versdap: str = DR17_VERSDAP, daptype: str = DR17_DAPTYPE,
+                 target: str | Path | None = None) -> Path:
+    """Rewrite a MAPS file (in place, or as ``target``) with another DAP release in its primary header."""
+    data = Path(path).read_bytes()
+    hdul = fits.HDUList.fromstring(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    hdul[0].header["VERSDAP"] = versdap
+    hdul[0].header["DAPTYPE"] = daptype
+    return write_hdulist(target or path, hdul)
+
+
 def bad_inputs(directory: str | Path) -> dict[str, Path]:
     """One good file and one file of each kind of bad input, by kind (MaNGA file names)."""
     directory = Path(directory)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from pictures import assert_picture
-from simulated import bad_inputs, small_options
+from simulated import bad_inputs, small_options, with_release, write_galaxy
 from typer.testing import CliRunner
 
 from ifskeras.cli.app import app
@@ -47,6 +47,23 @@ def test_convert_summary_and_exit_codes(tmp_path):
     assert bad_option.exit_code == 1 and "mode must be one of" in bad_option.output
     bad_line = _run("convert", tmp_path / "maps", "--out", tmp_path / "y", "--lines", "Ha-6564,Zz-1")
     assert bad_line.exit_code == 1 and "Unknown emission line" in bad_line.output
+
+
+def test_convert_refuses_mixed_releases_unless_allowed(tmp_path):
+    maps = tmp_path / "maps"
+    write_galaxy(maps / "manga-7000-1901-MAPS.fits", "7000-1901", seed=1)
+    damaged_copy = maps / "manga-1-1-MAPS-TRUNC.fits"
+    damaged_copy.write_bytes((maps / "manga-7000-1901-MAPS.fits").read_bytes()[:-5000])
+    with_release(write_galaxy(maps / "manga-7001-1901-MAPS.fits", "7001-1901", seed=2))
+    refused = _run("convert", maps, "--out", tmp_path / "refused", "--size", 8)
+    assert refused.exit_code == 1 and "mix 2 DAP releases" in refused.output
+    assert "--allow-mixed-releases" in refused.output and "manga-7001-1901-MAPS.fits" in refused.output
+    allowed = _run("convert", maps, "--out", tmp_path / "allowed", "--size", 8, "--allow-mixed-releases")
+    assert allowed.exit_code == 0 and "converted 2 galaxies" in allowed.output
+    assert f"{damaged_copy}: " in allowed.output
+    assert f"(replaced by {maps / 'manga-7000-1901-MAPS.fits'})" in allowed.output
+    summary = _run("inspect", tmp_path / "allowed")
+    assert "DAP releases: VERSDAP=3.1.0" in summary.output and "VERSDAP=ifskeras-synth" in summary.output
 
 
 def test_inspect_verify_and_merge_commands(records_dir, survey_dir, tmp_path):

@@ -79,21 +79,25 @@ def test_mixed_inputs_convert_the_good_ones_and_list_each_bad_one(tmp_path):
     assert result.manifest["failures"] == result.failures
 
 
-def test_duplicate_plateifu_keeps_first_in_sorted_order(tmp_path):
+def test_readable_copies_of_a_plateifu_keep_the_first_in_sorted_order(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    write_galaxy(tmp_path / "a" / "manga-7000-1901-MAPS.fits", "7000-1901", seed=1)
-    write_galaxy(tmp_path / "b" / "manga-7000-1901-MAPS.fits", "7000-1901", seed=2)
-    write_galaxy(tmp_path / "b" / "manga-7001-1901-MAPS.fits", "7001-1901", seed=3)
+    write_galaxy(tmp_path / "a" / "manga-7000-1901-MAPS.fits", "7000-1901", seed=1, mangaid="1-007000")
+    write_galaxy(tmp_path / "b" / "manga-7000-1901-MAPS.fits", "7000-1901", seed=2, mangaid="1-007000")
+    write_galaxy(tmp_path / "b" / "manga-7001-1901-MAPS.fits", "7001-1901", seed=3, mangaid="1-007001")
     result = convert_maps([tmp_path / "b", tmp_path / "a"], tmp_path / "out", small_options())
     assert result.manifest["totals"]["examples"] == 2
     assert result.duplicates == [{
         "id": "7000-1901",
+        "mangaid": "1-007000",
         "path": str(tmp_path / "b" / "manga-7000-1901-MAPS.fits"),
         "kept": str(tmp_path / "a" / "manga-7000-1901-MAPS.fits"),
+        "reason": "another copy of plate-IFU 7000-1901",
     }]
     kept = {row["id"]: row["path"] for row in read_index(tmp_path / "out")}
     assert kept["7000-1901"].startswith(str(tmp_path / "a"))
+    with open(tmp_path / "out" / "duplicates.csv", newline="") as stream:
+        assert list(csv.DictReader(stream)) == result.duplicates
 
 
 def test_labels_are_joined_by_plateifu(survey_dir, tmp_path):
@@ -286,7 +290,11 @@ def test_cluster_parts_are_disjoint_and_cover_the_survey(survey_dir, tmp_path):
 def test_pad_mode_records_hold_the_fits_values(tmp_path):
     files = REAL_FILES
     out = tmp_path / "real"
-    convert_maps(files, out, ConvertOptions(size=48, mode="pad", shard_mb=100, val_fraction=0, test_fraction=0))
+    options = dict(size=48, mode="pad", shard_mb=100, val_fraction=0, test_fraction=0)
+    # The two reference files come from two patch versions of DR15's DAP (VERSDAP 2.2.1 and
+    # 2.2.3dev): one release series, so no --allow-mixed-releases is needed; both are recorded.
+    result = convert_maps(files, out, ConvertOptions(**options))
+    assert [(r["versdap"], r["galaxies"]) for r in result.manifest["releases"]] == [("2.2.1", 1), ("2.2.3dev", 1)]
     galaxies = read_examples(out, ["7815-3702", "8143-3701"])
     for index, path in enumerate(files):
         maps = read_maps(path)

@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from simulated import small_options
+from simulated import DR17_VERSDAP, small_options, with_release, write_galaxy
 
 from ifskeras.records import (
     CorruptRecordsError,
@@ -98,3 +98,24 @@ def test_merge_refuses_incompatible_or_overlapping_parts(survey_dir, records_dir
     convert_maps([survey_dir], tmp_path / "again", small_options(val_fraction=0.2, test_fraction=0.2))
     with pytest.raises(MergeError, match="more than one part"):
         merge_records([records_dir, tmp_path / "again"], tmp_path / "out")
+
+
+def test_merge_refuses_parts_of_different_releases_unless_allowed(tmp_path):
+    for part, first_plate in (("dr15", 7000), ("dr17", 8000)):
+        for seed in range(2):
+            plateifu = f"{first_plate + seed}-1901"
+            path = write_galaxy(tmp_path / part / f"manga-{plateifu}-MAPS.fits", plateifu, seed=seed,
+                                mangaid=f"1-{first_plate + seed:06d}")
+            if part == "dr17":
+                with_release(path)
+        convert_maps([tmp_path / part], tmp_path / f"{part}-records", small_options())
+    parts = [tmp_path / "dr15-records", tmp_path / "dr17-records"]
+    refusal = rf"2 DAP releases .*VERSDAP={DR17_VERSDAP} .*dr17-records.*allow_mixed_releases"
+    with pytest.raises(MergeError, match=refusal):
+        merge_records(parts, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    merged = merge_records(parts, tmp_path / "merged", allow_mixed_releases=True)
+    assert [(r["versdap"], r["galaxies"]) for r in merged["releases"]] == [(DR17_VERSDAP, 2), ("ifskeras-synth", 2)]
+    assert sorted(row["mangaid"] for row in read_index(tmp_path / "merged")) == [
+        "1-007000", "1-007001", "1-008000", "1-008001"]
+    assert verify_records(tmp_path / "merged").ok

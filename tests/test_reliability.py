@@ -171,19 +171,24 @@ class Case:
     subdir: Path = Path()
 
 
+def _observation(plateifu, **kwargs):
+    """A corpus file: a galaxy of its own (MANGAID from the plate-IFU), so no two cases are repeat observations."""
+    return galaxy_hdulist(plateifu, mangaid=f"1-{plateifu}", **kwargs)
+
+
 def _writer(edit=None, **kwargs):
-    return lambda plateifu: fits_bytes((edit or (lambda h: h))(galaxy_hdulist(plateifu, **kwargs)))
+    return lambda plateifu: fits_bytes((edit or (lambda h: h))(_observation(plateifu, **kwargs)))
 
 
 def _truncated_gzip(plateifu):
-    packed = gzip.compress(fits_bytes(galaxy_hdulist(plateifu)))
+    packed = gzip.compress(fits_bytes(_observation(plateifu)))
     return packed[: len(packed) // 2]
 
 
 CORPUS = {
     # readable and convertible
     "good": Case("9100-1901", _writer()),
-    "good_gzip": Case("9101-1901", lambda p: gzip.compress(fits_bytes(galaxy_hdulist(p, seed=1))),
+    "good_gzip": Case("9101-1901", lambda p: gzip.compress(fits_bytes(_observation(p, seed=1))),
                       name=MAPS_NAME.format("9101-1901") + ".gz"),
     "good_non_ascii_path": Case("9102-1901", _writer(seed=2), subdir=NON_ASCII_DIR),
     "bad_pixels": Case("9103-1901", _writer(_bad_pixels, seed=BAD_PIXELS_SEED)),
@@ -197,12 +202,12 @@ CORPUS = {
                          "not a FITS file", name=MAPS_NAME.format("9111-1901") + ".gz"),
     "truncated_gzip": Case("9112-1901", _truncated_gzip, NotFitsError, "truncated",
                            name=MAPS_NAME.format("9112-1901") + ".gz"),
-    "gzip_of_truncated_fits": Case("9113-1901", lambda p: gzip.compress(fits_bytes(galaxy_hdulist(p))[:-3000]),
+    "gzip_of_truncated_fits": Case("9113-1901", lambda p: gzip.compress(fits_bytes(_observation(p))[:-3000]),
                                    NotFitsError, "truncated", name=MAPS_NAME.format("9113-1901") + ".gz"),
-    "truncated_fits": Case("9114-1901", lambda p: fits_bytes(galaxy_hdulist(p))[:-1000], NotFitsError, "truncated"),
+    "truncated_fits": Case("9114-1901", lambda p: fits_bytes(_observation(p))[:-1000], NotFitsError, "truncated"),
     "no_emline_extensions": Case(
         "9115-1901",
-        lambda p: fits_bytes(fits.HDUList([galaxy_hdulist(p)[0],
+        lambda p: fits_bytes(fits.HDUList([_observation(p)[0],
                                            fits.ImageHDU(np.zeros((4, 4), np.float32), name="SPX_SNR")])),
         MissingExtensionError, "missing extension EMLINE_GFLUX; extensions present: PRIMARY, SPX_SNR"),
     "no_channel_keys": Case("9116-1901", _writer(without_channel_keys), MapsFormatError,
@@ -313,8 +318,9 @@ def test_converting_the_corpus_lists_every_bad_file_and_converts_the_rest(corpus
     assert manifest["failures"] == result.failures
 
     kept = corpus_path(corpus, "good")
-    assert manifest["duplicates"] == [{"id": CORPUS["good"].plateifu, "path": str(corpus_path(corpus, "duplicate")),
-                                       "kept": str(kept)}]
+    assert manifest["duplicates"] == [{"id": CORPUS["good"].plateifu, "mangaid": f"1-{CORPUS['good'].plateifu}",
+                                       "path": str(corpus_path(corpus, "duplicate")), "kept": str(kept),
+                                       "reason": f"another copy of plate-IFU {CORPUS['good'].plateifu}"}]
     rows = {row["id"]: row for row in read_index(out)}
     assert set(rows) == {CORPUS[kind].plateifu for kind in CONVERTED}
     assert rows[CORPUS["good_non_ascii_path"].plateifu]["path"] == str(corpus_path(corpus, "good_non_ascii_path"))
