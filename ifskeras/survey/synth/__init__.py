@@ -14,6 +14,14 @@ the DAP's Gaussian fits are.
 Files carry the three ``EMLINE_GFLUX`` extensions of the DAP format with the survey's names
 and header keys, so :func:`ifskeras.survey.maps.read_maps` reads them exactly like real ones.
 
+Two variants (:data:`VARIANTS`; :data:`DEFAULT_VARIANT` is ``classic``): ``classic`` is the
+survey above, whose files never change for a seed; ``realistic`` makes the anomaly ranking
+work harder and looks more like MaNGA: one Halpha brightness distribution for the
+line-emitting classes, the DAP's tied doublet ratios, noise correlated between neighbouring
+spaxels, diffuse ionised gas in discs, weak and off-centre AGN, bars, thin edge-on discs,
+close companions and 28% retired galaxies. Realistic files name their variant in the
+``SYNTHVAR`` header card (:func:`file_variant`).
+
 Modules, in the order data flows through them:
 
 - :mod:`~ifskeras.survey.synth.physics`: ionisation states per class, line fluxes (case B,
@@ -34,20 +42,25 @@ Examples
 >>> summary = make_survey("synthetic-survey", 20, seed=1)  # doctest: +SKIP
 >>> summary.counts["SF"]  # doctest: +SKIP
 12
+>>> harder = make_survey("realistic-survey", 20, seed=1, variant="realistic")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from ifskeras.survey.synth.dapfile import SYNTH_VERSION, maps_file_name, write_maps_file
-from ifskeras.survey.synth.galaxy import CLASSES, SyntheticGalaxy, make_galaxy
+from ifskeras.survey.synth.dapfile import SYNTH_VERSION, VARIANT_CARD, file_variant, maps_file_name, write_maps_file
+from ifskeras.survey.synth.galaxy import CLASSES, DEFAULT_VARIANT, VARIANTS, SyntheticGalaxy, make_galaxy
 from ifskeras.survey.synth.instrument import IFU_MAP_SIZES, PLATE_IFU_FIBRES, PSF_FWHM_SPAXELS
-from ifskeras.survey.synth.physics import CASE_B_BALMER, DAP_TIED_LINES, DOUBLET_RATIOS
+from ifskeras.survey.synth.physics import CASE_B_BALMER, CLASSIC_DOUBLET_RATIOS, DAP_TIED_LINES, DOUBLET_RATIOS
 from ifskeras.survey.synth.survey import (
     CATALOG_COLUMNS,
     DEFAULT_CLASS_FRACTIONS,
+    REALISTIC_CATALOG_COLUMNS,
+    REALISTIC_CLASS_FRACTIONS,
     SurveyExistsError,
     SurveySummary,
+    catalog_columns,
     class_counts,
+    default_class_fractions,
     existing_survey_files,
     make_survey,
     parse_class_fractions,
@@ -55,15 +68,21 @@ from ifskeras.survey.synth.survey import (
 
 __all__ = [
     "CLASSES",
+    "VARIANTS",
+    "DEFAULT_VARIANT",
     "DEFAULT_CLASS_FRACTIONS",
+    "REALISTIC_CLASS_FRACTIONS",
     "IFU_MAP_SIZES",
     "PLATE_IFU_FIBRES",
     "CASE_B_BALMER",
     "DOUBLET_RATIOS",
+    "CLASSIC_DOUBLET_RATIOS",
     "DAP_TIED_LINES",
     "PSF_FWHM_SPAXELS",
     "SYNTH_VERSION",
+    "VARIANT_CARD",
     "CATALOG_COLUMNS",
+    "REALISTIC_CATALOG_COLUMNS",
     "SurveyExistsError",
     "SyntheticGalaxy",
     "SurveySummary",
@@ -71,7 +90,10 @@ __all__ = [
     "write_maps_file",
     "make_survey",
     "maps_file_name",
+    "file_variant",
     "parse_class_fractions",
     "class_counts",
+    "default_class_fractions",
+    "catalog_columns",
     "existing_survey_files",
 ]

@@ -9,7 +9,9 @@
   deterministic gzip (:func:`_gzip`).
 
 Files are written atomically (:func:`ifskeras.common.files.atomic_write_bytes`) and carry no
-timestamps: the same galaxy gives the same bytes.
+timestamps: the same galaxy gives the same bytes. The primary header names the survey variant
+in ``SYNTHVAR`` (:func:`file_variant` reads it back); classic files carry no such card, as
+they did before variants existed, so a missing card means ``classic``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ from ifskeras.common.files import atomic_write_bytes
 from ifskeras.survey.synth.galaxy import SyntheticGalaxy
 from ifskeras.survey.synth.instrument import _FLUX_UNIT, PSF_FWHM_SPAXELS
 
-__all__ = ["SYNTH_VERSION", "maps_file_name", "write_maps_file"]
+__all__ = ["SYNTH_VERSION", "VARIANT_CARD", "maps_file_name", "write_maps_file", "file_variant"]
 
 #: VERSDAP written into synthetic files.
 SYNTH_VERSION = "ifskeras-synth"
+#: Primary-header card naming the survey variant of a synthetic file (absent: classic).
+VARIANT_CARD = "SYNTHVAR"
+#: The variant whose files carry no variant card, so they stay byte-identical to the files
+#: written before variants existed.
+_UNMARKED_VARIANT = "classic"
 
 _DAPTYPE = "HYB10-GAU-MILESHC"
 _FILE_SUFFIX = "MAPS-HYB10-GAU-MILESHC.fits.gz"
@@ -99,6 +106,8 @@ def write_maps_file(
         ("DAPQUAL", 0, "DAP quality bitmask"),
         ("SYNCLASS", galaxy.galaxy_class, "ifskeras synthetic class"),
     ]
+    if galaxy.variant != _UNMARKED_VARIANT:
+        primary.append((VARIANT_CARD, galaxy.variant, "ifskeras synthetic survey variant"))
     chunks = [_fits_header(primary)]
     n_lines, height, width = galaxy.flux.shape
     for extname, data, kind in (
@@ -136,6 +145,19 @@ def write_maps_file(
         payload = _gzip(payload)
     atomic_write_bytes(path, payload)
     return path
+
+
+def file_variant(header) -> str:
+    """Survey variant of a synthetic MAPS file from its primary header (a mapping of cards).
+
+    Examples
+    --------
+    >>> file_variant({"VERSDAP": "ifskeras-synth", "SYNTHVAR": "realistic"})
+    'realistic'
+    >>> file_variant({"VERSDAP": "ifskeras-synth"})
+    'classic'
+    """
+    return str(header.get(VARIANT_CARD, _UNMARKED_VARIANT))
 
 
 def _wcs_cards(size: int, ra: float, dec: float) -> list[tuple]:

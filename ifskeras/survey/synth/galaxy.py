@@ -5,6 +5,12 @@ emission (:mod:`~ifskeras.survey.synth.morphology`, :mod:`~ifskeras.survey.synth
 reddens it, blurs it by the PSF and observes it through a MaNGA bundle
 (:mod:`~ifskeras.survey.synth.instrument`). Nothing here touches files.
 
+Two variants (:data:`VARIANTS`, :data:`_VARIANTS`): ``classic``, the original survey, whose
+galaxies never change for a seed, and ``realistic``, harder and closer to MaNGA: one Halpha
+brightness distribution shared by the line-emitting classes, the DAP's doublet ratios,
+noise correlated between neighbouring spaxels, diffuse ionised gas, weak and off-centre AGN,
+bars, thin edge-on discs and close companions.
+
 Examples
 --------
 >>> galaxy = make_galaxy(np.random.default_rng(1), "Seyfert", ifu_fibres=19)
@@ -14,11 +20,13 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 
+from ifskeras.survey.bpt import DEFAULT_APERTURE_RADIUS
 from ifskeras.survey.lines import DEFAULT_LINES, DR15_LINES, DR17_LINES
 from ifskeras.survey.maps import DAP_MASK_BITS, DEFAULT_REJECT_BITS, GalaxyMaps
 from ifskeras.survey.synth.instrument import (
@@ -32,10 +40,16 @@ from ifskeras.survey.synth.instrument import (
     _hexagon_edge_distance,
     _observe,
 )
-from ifskeras.survey.synth.morphology import _COMPONENT_BUILDERS, _DISC_THICKNESS, _disc_geometry
-from ifskeras.survey.synth.physics import _extinction_curve
+from ifskeras.survey.synth.morphology import (
+    _COMPONENT_BUILDERS,
+    _DISC_THICKNESS,
+    _companion_layout,
+    _disc_geometry,
+    _LayoutOptions,
+)
+from ifskeras.survey.synth.physics import DOUBLET_RATIOS, _extinction_curve, _tied_lines
 
-__all__ = ["CLASSES", "SyntheticGalaxy", "make_galaxy"]
+__all__ = ["CLASSES", "VARIANTS", "DEFAULT_VARIANT", "SyntheticGalaxy", "make_galaxy"]
 
 #: Galaxy classes of a synthetic survey.
 CLASSES: tuple[str, ...] = ("SF", "composite", "Seyfert", "LINER", "retired", "blueberry")
@@ -51,13 +65,79 @@ _DUST_AV = {
 }
 _LOG_SNR_LEVEL = (np.log10(0.3), np.log10(2.0))
 
+#: Survey variants: ``classic`` (the original survey: the same seed always gives the same
+#: files) and ``realistic`` (harder and closer to MaNGA; see :data:`_VARIANTS`).
+VARIANTS: tuple[str, ...] = ("classic", "realistic")
+#: The variant made when none is named: one constant, so the default can be flipped in one place.
+DEFAULT_VARIANT = "classic"
+_DISC_CLASSES = ("SF", "composite", "Seyfert")
+
+
+@dataclass(frozen=True)
+class _Variant:
+    """What a survey variant changes in each galaxy; the defaults are the classic survey's.
+
+    A zero fraction draws no random number, so classic galaxies keep their random stream.
+    ``brightness`` names what ``log_ha_brightness`` (log10 ranges per class, 1e-17
+    erg/s/cm^2/spaxel) sets: ``'peak'``, the noiseless Ha peak; ``'mean_and_centre'``, the
+    geometric mean of the Ha surface brightness averaged over the bundle and within the
+    central aperture (:func:`_ha_brightness`).
+    """
+
+    name: str
+    layout: _LayoutOptions = field(default_factory=_LayoutOptions)
+    log_ha_brightness: Mapping[str, tuple[float, float]] = field(default_factory=lambda: _LOG_HA_PEAK)
+    brightness: str = "peak"
+    noise_correlation_fwhm: float = 0.0  # spaxels; 0: noise independent between spaxels
+    edge_on_fraction: float = 0.0  # of discs, seen nearly edge-on and thin
+    edge_on_inclination: tuple[float, float] = ()
+    edge_on_thickness: tuple[float, float] = ()
+    companion_fraction: float = 0.0  # of galaxies, with a smaller companion in the bundle
+
+
+#: log10 range of the Ha brightness (:func:`_ha_brightness`) in the realistic survey. The
+#: line-emitting classes share one range, 2.2 dex wide around the classic SF galaxies' span
+#: of the same measure (-0.2 to 1.7; the real star-forming file 7815-3702 has 1.4). LINERs
+#: and retired galaxies are defined by their weak lines (EW(Ha) < 3 A for retired ones), so
+#: they keep the span their classic galaxies have (the faint real file 8143-3701 has -1.0).
+_REALISTIC_LOG_HA_BRIGHTNESS = MappingProxyType({
+    "SF": (-0.5, 1.7), "composite": (-0.5, 1.7), "Seyfert": (-0.5, 1.7), "blueberry": (-0.5, 1.7),
+    "LINER": (-0.85, 0.3), "retired": (-2.2, -1.1),
+})
+_VARIANTS: Mapping[str, _Variant] = MappingProxyType({
+    "classic": _Variant("classic"),
+    "realistic": _Variant(
+        "realistic",
+        layout=_LayoutOptions(
+            doublet_ratios=DOUBLET_RATIOS,
+            bar_fraction=0.3,
+            dig_level=(0.02, 0.10),
+            dig_scale=(2.0, 3.0),
+            weak_agn_fraction=0.4,
+            weak_agn_contrast=(0.03, 0.5),
+            agn_offset_fraction=0.3,
+            agn_offset=(1.0, 4.0),  # 0.5 to 2 arcsec
+        ),
+        log_ha_brightness=_REALISTIC_LOG_HA_BRIGHTNESS,
+        brightness="mean_and_centre",
+        # Adjacent spaxels then correlate at 0.71; after a high-pass and the DAP's zero
+        # clipping 0.57, as measured on the faint real file 8143-3701 (0.58).
+        noise_correlation_fwhm=2.0,
+        edge_on_fraction=0.15,
+        edge_on_inclination=(84.0, 90.0),
+        edge_on_thickness=(0.07, 0.12),  # thin discs; classic discs are 0.15 thick
+        companion_fraction=0.12,
+    ),
+})
+
 
 @dataclass(frozen=True)
 class SyntheticGalaxy:
     """One synthetic galaxy in memory, arrays [L, H, W] in the channel order of ``lines``.
 
     ``flux``, ``ivar`` and ``mask`` are what a MAPS file holds (masked spaxels hold 0);
-    ``model`` is the noiseless flux; ``params`` the generating parameters.
+    ``model`` is the noiseless flux; ``params`` the generating parameters; ``variant`` the
+    survey variant (:data:`VARIANTS`) it was drawn in.
     """
 
     galaxy_class: str
@@ -67,6 +147,7 @@ class SyntheticGalaxy:
     model: np.ndarray
     lines: tuple[str, ...]
     params: dict = field(default_factory=dict)
+    variant: str = DEFAULT_VARIANT
 
     def as_galaxy_maps(
         self,
@@ -98,10 +179,39 @@ def _dap_lines(dap: str) -> tuple[str, ...]:
     return tuple(catalogues[key])
 
 
+def _variant(name: str) -> _Variant:
+    """The settings of a survey variant by name (case-insensitive)."""
+    key = str(name).lower()
+    if key not in _VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}. Received: {name!r}")
+    return _VARIANTS[key]
+
+
+def _ha_brightness(ha_map: np.ndarray, covered: np.ndarray, centre: tuple[float, float]) -> float:
+    """Geometric mean of the Ha surface brightness averaged over the bundle and within the
+    central aperture (3 spaxels, an SDSS fibre).
+
+    A compact source (an AGN, a starburst) has a brighter centre and a lower mean than a disc
+    of the same value, by the same factor: fixing this one number keeps both measures of
+    brightness overlapping between classes.
+    """
+    yy, xx = np.indices(ha_map.shape)
+    aperture = np.hypot(yy - centre[0], xx - centre[1]) <= DEFAULT_APERTURE_RADIUS
+    mean = ha_map[covered].mean()
+    central = ha_map[aperture].mean()
+    return float(np.sqrt(mean * central))
+
+
+def _reddened_and_blurred(components, attenuation: np.ndarray) -> np.ndarray:
+    """Sum of (surface, line cube) components, times ``attenuation`` and blurred by the PSF, [L, H, W]."""
+    return _blur(sum(surface[None] * cube for surface, cube in components) * attenuation, _PSF_SIGMA)
+
+
 def make_galaxy(
     rng: np.random.Generator,
     galaxy_class: str,
     *,
+    variant: str = DEFAULT_VARIANT,
     dap: str = "dr15",
     ifu_fibres: int | None = None,
     ha_peak: float | None = None,
@@ -121,12 +231,19 @@ def make_galaxy(
     galaxy_class : str
         One of :data:`CLASSES`: ``SF``, ``composite``, ``Seyfert``, ``LINER``, ``retired``,
         ``blueberry``.
+    variant : {'classic', 'realistic'}
+        Survey variant (:data:`VARIANTS`, default :data:`DEFAULT_VARIANT`). ``classic``
+        galaxies never change for a seed; ``realistic`` ones share one Ha brightness
+        distribution across the line-emitting classes, use the DAP's tied doublet ratios,
+        correlated noise, diffuse ionised gas, weak and off-centre AGN, bars, thin edge-on
+        discs and close companions.
     dap : {'dr15', 'dr17'}
         Channel set: the 22 lines of DR15-era files or the 35 of DR17 files.
     ifu_fibres : int, optional
         IFU bundle size (19, 37, 61, 91 or 127); drawn with the plate's mix if omitted.
     ha_peak : float, optional
-        Peak of the noiseless Halpha map in 1e-17 erg/s/cm^2/spaxel; drawn per class.
+        Peak of the noiseless Halpha map in 1e-17 erg/s/cm^2/spaxel; drawn per class if
+        omitted (realistic: through the brightness of :func:`_ha_brightness`).
     snr_level : float, optional
         Inverse-variance scale: 1 gives ivar ~1000 on Halpha far from the centre.
     dust_av : float, optional
@@ -151,6 +268,7 @@ def make_galaxy(
     """
     if galaxy_class not in CLASSES:
         raise ValueError(f"galaxy_class must be one of {CLASSES}. Received: {galaxy_class!r}")
+    settings = _variant(variant)
     lines = _dap_lines(dap)
     if ifu_fibres is None:
         ifu_fibres = int(rng.choice(PLATE_IFU_FIBRES))
@@ -174,6 +292,14 @@ def make_galaxy(
     edge_distance = _hexagon_edge_distance(xx - centre, yy - centre, hex_radius)
     offset = rng.uniform(-0.5, 0.5, 2)
     dx, dy = xx - centre - offset[0], yy - centre - offset[1]
+    thickness = _DISC_THICKNESS
+    edge_on = (
+        inclination is None and galaxy_class in _DISC_CLASSES
+        and bool(settings.edge_on_fraction) and rng.uniform() < settings.edge_on_fraction
+    )
+    if edge_on:
+        inclination = float(rng.uniform(*settings.edge_on_inclination))
+        thickness = float(rng.uniform(*settings.edge_on_thickness))
     if inclination is None:
         min_cos = 0.3 if early_type else _DISC_THICKNESS
         inclination = float(np.degrees(np.arccos(rng.uniform(min_cos, 1.0))))
@@ -182,25 +308,54 @@ def make_galaxy(
     if size_factor is None:
         size_factor = 1.5 if rng.uniform() < 2.0 / 3.0 else 2.5
     half_light = hex_radius * np.sqrt(3.0) / 2.0 / size_factor
-    geometry = _disc_geometry(dx, dy, inclination=inclination, position_angle=position_angle, half_light=half_light)
+    geometry = _disc_geometry(
+        dx, dy, inclination=inclination, position_angle=position_angle, half_light=half_light, thickness=thickness
+    )
     radius, scale_length = geometry.radius, geometry.scale_length  # deprojected, spaxels
+    brightness = None
     if ha_peak is None:
-        ha_peak = float(10 ** rng.uniform(*_LOG_HA_PEAK[galaxy_class]))
+        brightness = float(10 ** rng.uniform(*settings.log_ha_brightness[galaxy_class]))
     if dust_av is None:
         dust_av = float(rng.uniform(*_DUST_AV[galaxy_class]))
     if snr_level is None:
         snr_level = float(10 ** rng.uniform(*_LOG_SNR_LEVEL))
 
-    layout = _COMPONENT_BUILDERS[galaxy_class](rng, geometry, lines)
+    layout = _COMPONENT_BUILDERS[galaxy_class](rng, geometry, lines, settings.layout)
     stars, components, nucleus = layout["stars"], layout["components"], layout["nucleus"]
+    companion = None
+    if settings.companion_fraction and rng.uniform() < settings.companion_fraction:
+        # Inside the hexagon's inscribed circle, with room for the companion's own body.
+        companion = _companion_layout(
+            rng, dx, dy, reach=hex_radius * np.sqrt(3.0) / 2.0 - 2.0, primary_half_light=half_light,
+            lines=lines, options=settings.layout,
+        )
     av_map = dust_av * np.exp(-radius / (2.0 * layout.get("dust_scale", scale_length)))
     attenuation = 10.0 ** (-0.4 * av_map[None] * _extinction_curve(lines)[:, None, None])
-    intrinsic = sum(surface[None] * cube for surface, cube in components)
-    model = _blur(intrinsic * attenuation, _PSF_SIGMA)
+    model = _reddened_and_blurred(components, attenuation)
     ha = lines.index("Ha-6564")
-    model *= ha_peak / model[ha].max()
+    companion_centre = (0.0, 0.0)
+    if companion is not None:
+        # Scaled after the PSF: its Ha peak a set fraction of the primary's, whatever the
+        # class. It sits behind the primary's dust, which is faint that far out.
+        companion_model = _reddened_and_blurred(companion["components"], attenuation)
+        scale = companion["peak_ratio"] * model[ha].max() / companion_model[ha].max()
+        model = model + scale * companion_model
+        stars = stars + companion["peak_ratio"] * companion["stars"]
+        companion_centre = (companion["centre"][0] + offset[0], companion["centre"][1] + offset[1])
+    if brightness is not None and settings.brightness == "mean_and_centre":
+        galaxy_centre = (centre + offset[1], centre + offset[0])
+        model *= brightness / _ha_brightness(model[ha], edge_distance >= 0, galaxy_centre)
+        ha_peak = float(model[ha].max())
+    else:
+        if ha_peak is None:
+            ha_peak = brightness  # the classic survey draws the noiseless Ha peak itself
+        model *= ha_peak / model[ha].max()
 
-    flux, ivar = _observe(rng, model, stars, edge_distance, lines, snr_level)
+    flux, ivar = _observe(
+        rng, model, stars, edge_distance, lines, snr_level,
+        tied_lines=_tied_lines(settings.layout.doublet_ratios),
+        noise_correlation_fwhm=settings.noise_correlation_fwhm,
+    )
     mask, defect = _dap_mask(rng, edge_distance, geometry.sky_radius, len(lines), defects=defects)
     _blank_unusable(flux, ivar, mask)
 
@@ -222,6 +377,15 @@ def make_galaxy(
         "log_sii_ha": round(float(nucleus["s"]), 4),
         "log_oi_ha": round(float(nucleus["o"]), 4),
         "defect": defect,
+        "variant": settings.name,
+        "ha_total": round(float(model[ha][edge_distance >= 0].sum()), 4),
+        "dig_level": round(float(layout.get("dig_level", 0.0)), 4),
+        "barred": int(layout.get("barred", False)),
+        "edge_on": int(edge_on),
+        "agn_offset": round(float(layout.get("agn_offset", 0.0)), 4),
+        "agn_fraction": round(float(layout.get("agn_fraction", 0.0)), 4),
+        "companion_dx": round(float(companion_centre[0]), 4),
+        "companion_dy": round(float(companion_centre[1]), 4),
     }
     return SyntheticGalaxy(
         galaxy_class=galaxy_class,
@@ -231,4 +395,5 @@ def make_galaxy(
         model=model.astype(np.float32),
         lines=lines,
         params=params,
+        variant=settings.name,
     )

@@ -4,7 +4,8 @@
   footprint on the map (:func:`_hexagon_edge_distance`);
 - the reconstructed PSF (:data:`PSF_FWHM_SPAXELS`) and its convolution (:func:`_blur`);
 - noise: the inverse variance of each spaxel and the noisy, zero-clipped fluxes drawn from
-  it (:func:`_observe`), calibrated against two real DR15 MAPS files;
+  it (:func:`_observe`), calibrated against two real DR15 MAPS files; independent between
+  spaxels, or correlated between neighbours as in MaNGA cubes (:func:`_correlated_normal`);
 - the DAP bitmask (:func:`_dap_mask`): no coverage outside the hexagon, a low-coverage rim,
   dead-fibre and foreground-star defects, NEARBOUND fits; :func:`_blank_unusable` zeroes
   what the DAP writes no data for.
@@ -18,7 +19,6 @@ from types import MappingProxyType
 import numpy as np
 
 from ifskeras.survey.maps import DAP_MASK_BITS
-from ifskeras.survey.synth.physics import DAP_TIED_LINES
 
 __all__ = ["IFU_MAP_SIZES", "PLATE_IFU_FIBRES", "PSF_FWHM_SPAXELS"]
 
@@ -67,8 +67,32 @@ def _blur(cube: np.ndarray, sigma: float) -> np.ndarray:
     return kernel @ cube @ kernel.T
 
 
-def _observe(rng, model, stars, edge_distance, lines, snr_level):
-    """Inverse variance of each spaxel and noisy, zero-clipped fluxes drawn from it."""
+def _correlated_normal(rng, shape, fwhm: float) -> np.ndarray:
+    """Unit-variance Gaussian noise [L, H, W] correlated between neighbouring spaxels.
+
+    A MaNGA cube's spaxels are drawn from overlapping fibre footprints, so neighbours share
+    photons: white noise smoothed by a Gaussian of ``fwhm`` spaxels gives that covariance.
+    The kernel is normalised so every spaxel keeps unit variance (the written ivar stays the
+    per-spaxel one, as in the DAP), and the noise is drawn on a padded grid so the map edges
+    are as noisy as its centre. Neighbours then correlate by exp(-d^2 / (4 sigma^2)).
+    """
+    sigma = fwhm * _SIGMA_PER_FWHM
+    reach = int(np.ceil(4.0 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-reach, reach + 1) / sigma) ** 2)
+    kernel /= np.sqrt(np.sum(kernel**2))  # unit variance after smoothing both axes
+    n_lines, height, width = shape
+    white = rng.standard_normal((n_lines, height + 2 * reach, width + 2 * reach))
+    rows = sum(weight * white[:, :, shift:shift + width] for shift, weight in enumerate(kernel))
+    return sum(weight * rows[:, shift:shift + height, :] for shift, weight in enumerate(kernel))
+
+
+def _observe(rng, model, stars, edge_distance, lines, snr_level, *, tied_lines, noise_correlation_fwhm=0.0):
+    """Inverse variance of each spaxel and noisy, zero-clipped fluxes drawn from it.
+
+    ``tied_lines`` (weak -> (strong, ratio)) are copied from their strong partner as the DAP
+    does; ``noise_correlation_fwhm`` > 0 correlates the noise of neighbouring spaxels
+    (:func:`_correlated_normal`), 0 draws it independently per spaxel.
+    """
     shape = model.shape
     continuum_noise = rng.uniform(1.0, 8.0)  # noise from the stellar continuum at the centre
     coverage = 0.6 + 0.4 * np.clip(edge_distance / 3.0, 0.0, 1.0)  # fewer dithers at the edge
@@ -77,9 +101,13 @@ def _observe(rng, model, stars, edge_distance, lines, snr_level):
     base *= np.exp(rng.normal(0.0, 0.1, len(lines)))  # line-to-line calibration scatter
     background_var = ((1.0 + continuum_noise * stars) / (coverage * jitter))[None] / base[:, None, None]
     variance = background_var + _SELF_NOISE * np.clip(model, 0.0, None)
-    flux = np.maximum(model + np.sqrt(variance) * rng.standard_normal(shape), 0.0)
+    if noise_correlation_fwhm > 0:
+        unit_noise = _correlated_normal(rng, shape, noise_correlation_fwhm)
+    else:
+        unit_noise = rng.standard_normal(shape)
+    flux = np.maximum(model + np.sqrt(variance) * unit_noise, 0.0)
     ivar = 1.0 / variance
-    for weak, (strong, ratio) in DAP_TIED_LINES.items():
+    for weak, (strong, ratio) in tied_lines.items():
         if weak in lines and strong in lines:
             w, s = lines.index(weak), lines.index(strong)
             flux[w] = ratio * flux[s]

@@ -5,8 +5,10 @@
   blueberry starbursts, each placed in its region of the BPT diagrams (Kauffmann et al.
   2003; Kewley et al. 2001, 2006), and :func:`_blend_states` to mix two of them;
 - :func:`_line_cube`: every DAP line's intrinsic flux relative to Hbeta from a state, with
-  Balmer lines in case B (:data:`CASE_B_BALMER`) and doublets at their fixed ratios
-  (:data:`DOUBLET_RATIOS`, :data:`DAP_TIED_LINES`);
+  Balmer lines in case B (:data:`CASE_B_BALMER`) and doublets at fixed ratios: those of the
+  real DAP (:data:`DOUBLET_RATIOS`, :data:`DAP_TIED_LINES`) or, in the classic survey, the
+  earlier values (:data:`CLASSIC_DOUBLET_RATIOS`); :func:`_tied_lines` picks the three the
+  DAP ties out of either set;
 - :func:`_extinction_curve`: the Cardelli, Clayton & Mathis (1989) law, R_V = 3.1.
 
 A state is a dict of log line ratios (``x`` = log [NII]/Ha, ``y`` = log [OIII]/Hb, ``s`` =
@@ -23,7 +25,7 @@ import numpy as np
 from ifskeras.survey.bpt import kauffmann03, kewley01_nii
 from ifskeras.survey.lines import DR15_LINES, DR17_LINES
 
-__all__ = ["CASE_B_BALMER", "DOUBLET_RATIOS", "DAP_TIED_LINES"]
+__all__ = ["CASE_B_BALMER", "DOUBLET_RATIOS", "CLASSIC_DOUBLET_RATIOS", "DAP_TIED_LINES"]
 
 #: Case B recombination (T = 1e4 K, n_e = 100 cm^-3) relative to Hbeta.
 CASE_B_BALMER: Mapping[str, float] = MappingProxyType({
@@ -32,20 +34,36 @@ CASE_B_BALMER: Mapping[str, float] = MappingProxyType({
     "H11-3771": 0.0397, "H12-3751": 0.0305,
     "Peta-9017": 0.0184, "Pzet-9231": 0.0255, "Peps-9548": 0.0367,
 })
-#: Fixed ratios weak/strong of doublets (atomic physics).
+#: Fixed ratios weak/strong of doublets (atomic physics); the three the DAP ties in its fit
+#: ([OIII], [NII], [OI]) at the DAP's own values, measured pixel by pixel on the two real DR15
+#: files (0.340, 0.327, 0.328 to 7 digits in both).
 DOUBLET_RATIOS: Mapping[str, tuple[str, float]] = MappingProxyType({
-    "OIII-4960": ("OIII-5008", 0.335),
-    "NII-6549": ("NII-6585", 0.34),
-    "OI-6365": ("OI-6302", 0.32),
+    "OIII-4960": ("OIII-5008", 0.340),
+    "NII-6549": ("NII-6585", 0.327),
+    "OI-6365": ("OI-6302", 0.328),
     "NeIII-3968": ("NeIII-3869", 0.31),
     "ArIII-7753": ("ArIII-7137", 0.24),
     "SIII-9533": ("SIII-9071", 2.47),
 })
+#: The doublet ratios of the classic survey, written before the DAP's values were measured
+#: (0.335, 0.34, 0.32 for the tied three): kept so classic surveys reproduce byte for byte.
+CLASSIC_DOUBLET_RATIOS: Mapping[str, tuple[str, float]] = MappingProxyType({
+    **DOUBLET_RATIOS,
+    "OIII-4960": ("OIII-5008", 0.335),
+    "NII-6549": ("NII-6585", 0.34),
+    "OI-6365": ("OI-6302", 0.32),
+})
+_DAP_TIED_NAMES = ("OIII-4960", "NII-6549", "OI-6365")
+
+
+def _tied_lines(doublet_ratios: Mapping[str, tuple[str, float]]) -> dict[str, tuple[str, float]]:
+    """The doublets the DAP ties in its fit (weak -> (strong, ratio)), out of a set of ratios."""
+    return {name: doublet_ratios[name] for name in _DAP_TIED_NAMES}
+
+
 #: Doublets whose fluxes the DAP ties in its fit: the weak line is the strong one times the
 #: ratio, with ivar divided by the ratio squared (as in the real files).
-DAP_TIED_LINES: Mapping[str, tuple[str, float]] = MappingProxyType(
-    {name: DOUBLET_RATIOS[name] for name in ("OIII-4960", "NII-6549", "OI-6365")}
-)
+DAP_TIED_LINES: Mapping[str, tuple[str, float]] = MappingProxyType(_tied_lines(DOUBLET_RATIOS))
 
 _HA_HB = CASE_B_BALMER["Ha-6564"]
 _R_V = 3.1
@@ -152,8 +170,9 @@ def _state_at_centre(state: dict, radius: np.ndarray) -> dict:
     return {key: float(np.broadcast_to(state[key], radius.shape)[centre]) for key in "xyso"}
 
 
-def _line_cube(state: dict, lines: Sequence[str], shape) -> np.ndarray:
-    """Intrinsic (unreddened) line fluxes relative to Hbeta, [L, *shape]."""
+def _line_cube(state: dict, lines: Sequence[str], shape, doublet_ratios: Mapping[str, tuple[str, float]]) -> np.ndarray:
+    """Intrinsic (unreddened) line fluxes relative to Hbeta, [L, *shape], doublets at ``doublet_ratios``."""
+    ratio = {weak: value for weak, (_, value) in doublet_ratios.items()}
     ha = _HA_HB
     oiii = 10 ** np.asarray(state["y"], dtype=float)
     sii = ha * 10 ** np.asarray(state["s"], dtype=float)
@@ -166,25 +185,25 @@ def _line_cube(state: dict, lines: Sequence[str], shape) -> np.ndarray:
         "OII-3727": oii / (1 + state["oii_ratio"]),
         "OII-3729": oii * state["oii_ratio"] / (1 + state["oii_ratio"]),
         "NeIII-3869": neiii,
-        "NeIII-3968": DOUBLET_RATIOS["NeIII-3968"][1] * neiii,
+        "NeIII-3968": ratio["NeIII-3968"] * neiii,
         "HeI-3889": 0.95 * state["hei_hb"],
         "HeII-4687": state["heii_hb"],
         "OIII-5008": oiii,
-        "OIII-4960": DOUBLET_RATIOS["OIII-4960"][1] * oiii,
+        "OIII-4960": ratio["OIII-4960"] * oiii,
         "NI-5199": 0.4 * state["ni_hb"],
         "NI-5201": 0.6 * state["ni_hb"],
         "HeI-5877": state["hei_hb"],
         "OI-6302": ha * 10 ** np.asarray(state["o"], dtype=float),
-        "OI-6365": DOUBLET_RATIOS["OI-6365"][1] * ha * 10 ** np.asarray(state["o"], dtype=float),
+        "OI-6365": ratio["OI-6365"] * ha * 10 ** np.asarray(state["o"], dtype=float),
         "NII-6585": ha * 10 ** np.asarray(state["x"], dtype=float),
-        "NII-6549": DOUBLET_RATIOS["NII-6549"][1] * ha * 10 ** np.asarray(state["x"], dtype=float),
+        "NII-6549": ratio["NII-6549"] * ha * 10 ** np.asarray(state["x"], dtype=float),
         "SII-6718": sii * state["sii_ratio"] / (1 + state["sii_ratio"]),
         "SII-6732": sii / (1 + state["sii_ratio"]),
         "HeI-7067": 0.25 * state["hei_hb"],
         "ArIII-7137": ariii,
-        "ArIII-7753": DOUBLET_RATIOS["ArIII-7753"][1] * ariii,
+        "ArIII-7753": ratio["ArIII-7753"] * ariii,
         "SIII-9071": siii,
-        "SIII-9533": DOUBLET_RATIOS["SIII-9533"][1] * siii,
+        "SIII-9533": ratio["SIII-9533"] * siii,
     })
     return np.stack([np.broadcast_to(np.asarray(values[name], dtype=float), shape) for name in lines])
 

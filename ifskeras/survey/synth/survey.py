@@ -1,12 +1,17 @@
 """A whole synthetic survey on disc: :func:`make_survey` and its catalogue.
 
-- the class mix (:data:`DEFAULT_CLASS_FRACTIONS`, :func:`parse_class_fractions`,
-  :func:`class_counts`);
+- the class mix (:data:`DEFAULT_CLASS_FRACTIONS`, :data:`REALISTIC_CLASS_FRACTIONS`,
+  :func:`parse_class_fractions`, :func:`class_counts`);
 - plates: plate-IFU names in MaNGA's IFU-design order and sky positions of the bundles;
 - the directory: refusing or replacing an existing survey (:func:`existing_survey_files`,
   :class:`SurveyExistsError`), one MAPS file per galaxy
   (:func:`~ifskeras.survey.synth.dapfile.write_maps_file`), then ``catalog.csv`` and
-  ``catalog.fits`` (:data:`CATALOG_COLUMNS`), all written atomically.
+  ``catalog.fits`` (:func:`catalog_columns`), all written atomically.
+
+The survey variant (``classic`` or ``realistic``, :data:`~ifskeras.survey.synth.galaxy.VARIANTS`)
+is named in each realistic file's ``SYNTHVAR`` card, in a ``variant`` column of its catalogue
+and in the ``SYNTHVAR`` keyword of ``catalog.fits``; classic surveys are written exactly as
+before variants existed (no card, no column), so a missing one means ``classic``.
 
 Examples
 --------
@@ -30,13 +35,17 @@ import numpy as np
 
 from ifskeras.common.files import atomic_write_bytes, atomic_write_csv
 from ifskeras.common.progress import progress_bar
-from ifskeras.survey.synth.dapfile import maps_file_name, write_maps_file
-from ifskeras.survey.synth.galaxy import CLASSES, _dap_lines, make_galaxy
+from ifskeras.survey.synth.dapfile import VARIANT_CARD, maps_file_name, write_maps_file
+from ifskeras.survey.synth.galaxy import CLASSES, DEFAULT_VARIANT, _dap_lines, _variant, make_galaxy
 from ifskeras.survey.synth.instrument import PLATE_IFU_FIBRES
 
 __all__ = [
     "DEFAULT_CLASS_FRACTIONS",
+    "REALISTIC_CLASS_FRACTIONS",
     "CATALOG_COLUMNS",
+    "REALISTIC_CATALOG_COLUMNS",
+    "catalog_columns",
+    "default_class_fractions",
     "SurveyExistsError",
     "SurveySummary",
     "make_survey",
@@ -45,10 +54,16 @@ __all__ = [
     "existing_survey_files",
 ]
 
-#: Survey-like mix: AGN about 5%, blueberry starbursts about 1%.
+#: Survey-like mix of the classic variant: AGN about 5%, blueberry starbursts about 1%.
 DEFAULT_CLASS_FRACTIONS: Mapping[str, float] = MappingProxyType(
     {"SF": 0.60, "composite": 0.13, "Seyfert": 0.05, "LINER": 0.09, "retired": 0.12, "blueberry": 0.01}
 )
+#: Mix of the realistic variant: retired galaxies 28%, about MaNGA's share of retired and
+#: passive galaxies (25-30%); LINERs 8%; AGN and blueberries as in the classic mix.
+REALISTIC_CLASS_FRACTIONS: Mapping[str, float] = MappingProxyType(
+    {"SF": 0.46, "composite": 0.12, "Seyfert": 0.05, "LINER": 0.08, "retired": 0.28, "blueberry": 0.01}
+)
+_VARIANT_CLASS_FRACTIONS = {"classic": DEFAULT_CLASS_FRACTIONS, "realistic": REALISTIC_CLASS_FRACTIONS}
 #: Columns of ``catalog.csv`` / ``catalog.fits``, in order. Angles in degrees (position angle
 #: of the major axis from the +y axis), lengths in 0.5 arcsec spaxels: ``scale_length`` is the
 #: exponential scale length of the disc (the Gaussian sigma of a blueberry before the PSF),
@@ -62,6 +77,17 @@ CATALOG_COLUMNS: tuple[str, ...] = (
     "position_angle", "scale_length", "size_factor", "dust_av", "snr_level", "ha_peak",
     "n_clumps", "agn_contrast", "log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha",
     "defect", "ra", "dec",
+)
+#: Columns the realistic variant adds after :data:`CATALOG_COLUMNS`: ``variant``;
+#: ``ha_total`` the noiseless Ha flux in the bundle; ``dig_level`` the central surface
+#: brightness of the diffuse ionised gas relative to the disc (0: none); ``barred`` and
+#: ``edge_on`` 1 or 0; ``agn_offset`` the distance of the AGN from the galaxy centre
+#: (spaxels) and ``agn_fraction`` its share of the intrinsic Ha (Seyferts); ``companion_dx``,
+#: ``companion_dy`` the sky offset of a companion's centre from the map centre (spaxels, along
+#: columns and rows; both 0: no companion).
+REALISTIC_CATALOG_COLUMNS: tuple[str, ...] = (
+    "variant", "ha_total", "dig_level", "barred", "edge_on", "agn_offset", "agn_fraction",
+    "companion_dx", "companion_dy",
 )
 
 _FIRST_PLATE = 10001
@@ -91,6 +117,7 @@ class SurveySummary:
     seed: int
     dap: str
     seconds: float = 0.0
+    variant: str = DEFAULT_VARIANT
 
     @property
     def counts(self) -> dict[str, int]:
@@ -130,8 +157,30 @@ def parse_class_fractions(text: str) -> dict[str, float]:
     return _validated_fractions(fractions)
 
 
+def default_class_fractions(variant: str = DEFAULT_VARIANT) -> Mapping[str, float]:
+    """Class mix of a survey variant: :data:`DEFAULT_CLASS_FRACTIONS` (classic) or
+    :data:`REALISTIC_CLASS_FRACTIONS`.
+
+    Examples
+    --------
+    >>> default_class_fractions("realistic")["retired"]
+    0.28
+    """
+    return _VARIANT_CLASS_FRACTIONS[_variant(variant).name]
+
+
+def catalog_columns(variant: str = DEFAULT_VARIANT) -> tuple[str, ...]:
+    """Catalogue columns of a survey variant: :data:`CATALOG_COLUMNS`, plus
+    :data:`REALISTIC_CATALOG_COLUMNS` for every variant but ``classic`` (whose catalogue
+    stays as it was written before variants existed)."""
+    name = _variant(variant).name
+    return CATALOG_COLUMNS if name == "classic" else CATALOG_COLUMNS + REALISTIC_CATALOG_COLUMNS
+
+
 def class_counts(n: int, class_fractions: Mapping[str, float] | None = None) -> dict[str, int]:
     """Galaxies per class for a survey of ``n``: fractions normalised, largest-remainder rounding.
+
+    ``class_fractions`` defaults to the classic mix, :data:`DEFAULT_CLASS_FRACTIONS`.
 
     Examples
     --------
@@ -199,6 +248,7 @@ def make_survey(
     *,
     seed: int = 0,
     dap: str = "dr15",
+    variant: str = DEFAULT_VARIANT,
     class_fractions: Mapping[str, float] | None = None,
     progress: bool | Callable[[int, int], None] = False,
     overwrite: bool = False,
@@ -215,9 +265,16 @@ def make_survey(
         Seed of the survey; the same seed, ``n`` and options give byte-identical files.
     dap : {'dr15', 'dr17'}
         Channel set of the files (22 or 35 lines).
+    variant : {'classic', 'realistic'}
+        Survey variant (default :data:`~ifskeras.survey.synth.galaxy.DEFAULT_VARIANT`).
+        ``classic`` writes the same files as before variants existed; ``realistic`` is
+        harder and closer to MaNGA (shared Ha brightness distribution, the DAP's tied
+        doublet ratios, correlated noise, diffuse ionised gas, weak and off-centre AGN,
+        bars, thin edge-on discs, companions, 28% retired galaxies), see
+        :func:`~ifskeras.survey.synth.make_galaxy`.
     class_fractions : mapping, optional
-        Class -> fraction (normalised; missing classes get none); default
-        :data:`DEFAULT_CLASS_FRACTIONS`. Counts use largest-remainder rounding, so each
+        Class -> fraction (normalised; missing classes get none); default the variant's mix
+        (:func:`default_class_fractions`). Counts use largest-remainder rounding, so each
         class gets its share exactly; the order of classes is shuffled.
     progress : bool or callable
         ``True`` shows a progress bar on stderr; a callable is called as
@@ -252,7 +309,9 @@ def make_survey(
         raise ValueError(f"n must be a positive integer. Received: {n!r}")
     n = int(n)
     _dap_lines(dap)  # validate before touching the directory
-    counts = class_counts(n, class_fractions)
+    variant = _variant(variant).name
+    columns = catalog_columns(variant)
+    counts = class_counts(n, default_class_fractions(variant) if class_fractions is None else class_fractions)
     out_dir = Path(out_dir)
     existing = existing_survey_files(out_dir)
     if existing and not overwrite:
@@ -278,7 +337,8 @@ def make_survey(
         for index in range(n):
             plateifu, fibres = _plateifu(index)
             galaxy = make_galaxy(
-                np.random.default_rng(galaxy_seeds[index]), str(labels[index]), dap=dap, ifu_fibres=fibres
+                np.random.default_rng(galaxy_seeds[index]), str(labels[index]), variant=variant, dap=dap,
+                ifu_fibres=fibres,
             )
             ra, dec = _offset_position(plate_centres[index // len(PLATE_IFU_FIBRES)], ifu_offsets[index])
             mangaid = f"1-{index + 1:06d}"
@@ -286,12 +346,12 @@ def make_survey(
             write_maps_file(path, galaxy, plateifu=plateifu, mangaid=mangaid, ra=ra, dec=dec)
             row = {"plateifu": plateifu, "mangaid": mangaid, "file": path.name, **galaxy.params,
                    "ra": round(ra, 7), "dec": round(dec, 7)}
-            rows.append({column: row[column] for column in CATALOG_COLUMNS})
+            rows.append({column: row[column] for column in columns})
             paths.append(path)
             bar.advance()
             if callback is not None:
                 callback(index + 1, n)
-    catalog_csv, catalog_fits = _write_catalog(out_dir, rows)
+    catalog_csv, catalog_fits = _write_catalog(out_dir, rows, columns, variant)
     return SurveySummary(
         out_dir=out_dir,
         paths=tuple(paths),
@@ -301,6 +361,7 @@ def make_survey(
         seed=seed,
         dap=dap,
         seconds=time.perf_counter() - start,
+        variant=variant,
     )
 
 
@@ -327,20 +388,23 @@ def _remove_previous_survey(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-def _write_catalog(out_dir: Path, rows: list[dict]) -> tuple[Path, Path]:
-    """``catalog.csv`` and ``catalog.fits`` of the survey, columns :data:`CATALOG_COLUMNS`."""
+def _write_catalog(out_dir: Path, rows: list[dict], columns: Sequence[str], variant: str) -> tuple[Path, Path]:
+    """``catalog.csv`` and ``catalog.fits`` of the survey (:func:`catalog_columns`); the FITS
+    header names the variant in ``SYNTHVAR``, except for classic surveys (written as before)."""
     from astropy.table import Table
 
     catalog_csv = out_dir / "catalog.csv"
-    atomic_write_csv(catalog_csv, CATALOG_COLUMNS, ([row[column] for column in CATALOG_COLUMNS] for row in rows))
-    columns = {}
-    for column in CATALOG_COLUMNS:
+    atomic_write_csv(catalog_csv, columns, ([row[column] for column in columns] for row in rows))
+    arrays = {}
+    for column in columns:
         values = [row[column] for row in rows]
         if isinstance(values[0], str):
-            columns[column] = np.array(values, dtype=f"U{max(1, *map(len, values))}")
+            arrays[column] = np.array(values, dtype=f"U{max(1, *map(len, values))}")
         else:
-            columns[column] = np.array(values)
-    table = Table(columns)
+            arrays[column] = np.array(values)
+    table = Table(arrays)
+    if variant != "classic":
+        table.meta[VARIANT_CARD] = variant
     catalog_fits = out_dir / "catalog.fits"
     fits_buffer = io.BytesIO()
     table.write(fits_buffer, format="fits")
