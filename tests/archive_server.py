@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -75,6 +75,7 @@ class ServedGalaxy:
     ifu_fibres: int
     path: str
     file: Path
+    kind: str = "SF"  # the synthetic class it was drawn as
 
     @property
     def plate(self) -> int:
@@ -98,8 +99,12 @@ class SasTree:
     release: str = "dr17"
 
 
-def build_sas_tree(root: Path, n: int = SERVED_GALAXIES, *, seed: int = 7) -> SasTree:
-    """Write ``n`` synthetic gzipped DR17 MAPS files at their SAS paths under ``root``."""
+def build_sas_tree(root: Path, n: int = SERVED_GALAXIES, *, seed: int = 7,
+                   classes: Sequence[str] = ("SF",)) -> SasTree:
+    """Write ``n`` synthetic gzipped DR17 MAPS files at their SAS paths under ``root``.
+
+    Galaxy ``i`` is of class ``classes[i % len(classes)]`` (all star-forming by default).
+    """
     rng_seeds = np.random.SeedSequence(seed).spawn(n)
     galaxies = []
     counts: Counter = Counter()
@@ -108,14 +113,15 @@ def build_sas_tree(root: Path, n: int = SERVED_GALAXIES, *, seed: int = 7) -> Sa
         counts[fibres] += 1
         ifudesign = fibres * 100 + counts[fibres]
         plateifu = f"{_PLATE}-{ifudesign}"
-        galaxy = _cropped(make_galaxy(np.random.default_rng(rng_seeds[index]), "SF", dap="dr17",
+        kind = classes[index % len(classes)]
+        galaxy = _cropped(make_galaxy(np.random.default_rng(rng_seeds[index]), kind, dap="dr17",
                                       ifu_fibres=fibres, defects=False), SERVED_MAP_SIZE)
         path = maps_path("dr17", _PLATE, ifudesign)
         file = root / path
         file.parent.mkdir(parents=True, exist_ok=True)
         mangaid = f"1-{900001 + index}"
         write_maps_file(file, galaxy, plateifu=plateifu, mangaid=mangaid, ra=150.0 + index * 0.01, dec=2.0)
-        galaxies.append(ServedGalaxy(plateifu, mangaid, fibres, path, file))
+        galaxies.append(ServedGalaxy(plateifu, mangaid, fibres, path, file, kind))
     return SasTree(root=root, galaxies=tuple(galaxies))
 
 
