@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from ifskeras.learning.config import ModelConfig
 from ifskeras.learning.models import (
@@ -14,6 +15,10 @@ from ifskeras.learning.models import (
     masked_gaussian_nll,
     masked_squared_error,
 )
+from ifskeras.learning.models.losses import masked_pixel_likelihood
+from ifskeras.learning.models.vae import NELBO_SAMPLES, NELBO_SEED
+
+tfd = tfp.distributions
 
 LINES, SIZE, BATCH = 3, 16, 3
 TINY = {"latent_dim": 4, "filters": (4, 8)}
@@ -41,6 +46,33 @@ def galaxies():
 
 def reference_kl(mean, log_var):
     return 0.5 * np.sum(np.exp(log_var) + mean**2 - 1.0 - log_var, axis=-1)
+
+
+FORMAT_2_SCORES = {"anomaly_score", "line_error", "line_valid_fraction", "latent_mean", "reconstruction"}
+CHI2_SCORES = {"chi2_score", "chi2_per_line"}
+NELBO_SCORES = {"nelbo_score", "nll_per_line", "latent_kl"}
+
+
+def noisy_ivar(ivar, valid):
+    """``ivar`` with valid pixels that have no usable inverse variance: 0, negative, NaN, inf."""
+    ivar = ivar.numpy().copy()
+    ivar[0, 0, 8, 8:12, 0] = [0.0, -1.0, np.nan, np.inf]
+    assert np.all(valid.numpy()[0, 0, 8, 8:12, 0] == 1)
+    return tf.constant(ivar)
+
+
+def reference_chi2(model, flux, ivar, valid, softening, line_mask):
+    """(chi2 per line [B, L], pooled chi2 [B]) in numpy, asinh scaling, from the model's reconstruction."""
+    flux, ivar, valid = (np.asarray(a, np.float64) for a in (flux * valid, ivar, valid))
+    target = np.arcsinh(flux / softening)
+    reconstruction = np.asarray(model(tf.constant(flux, tf.float32)), np.float64)
+    used = (valid > 0) & np.isfinite(ivar) & (ivar > 0)
+    variance = np.where(used, 1.0 / np.where(used, ivar, 1.0) / (flux**2 + softening**2), np.inf)
+    chi2 = np.where(used, (target - reconstruction) ** 2 / variance, 0.0)
+    sums, counts = chi2.sum(axis=(2, 3, 4)), used.sum(axis=(2, 3, 4))
+    per_line = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
+    pooled = (sums * line_mask).sum(axis=1) / (counts * line_mask).sum(axis=1)
+    return per_line, pooled
 
 
 # ---------------------------------------------------------------- construction
@@ -100,11 +132,18 @@ def test_output_shapes_and_dtypes(kind, galaxies):
         assert value.shape == (BATCH,) and value.dtype == tf.float32
         assert np.all(np.isfinite(value))
     scores = model.score(flux, valid)
-    expected_scores = {"anomaly_score", "line_error", "line_valid_fraction", "latent_mean", "reconstruction"}
-    assert set(scores) == expected_scores | ({"latent_scale"} if kind == "vae" else set())
+    latent_scores = {"latent_scale"} if kind == "vae" else set()
+    assert set(scores) == FORMAT_2_SCORES | latent_scores
     assert scores["anomaly_score"].shape == (BATCH,)
     assert scores["line_error"].shape == scores["line_valid_fraction"].shape == (BATCH, LINES)
     assert scores["reconstruction"].shape == flux.shape
+    noise_aware = model.score(flux, valid, ivar)
+    likelihood_scores = NELBO_SCORES if kind == "vae" else set()
+    assert set(noise_aware) == FORMAT_2_SCORES | latent_scores | CHI2_SCORES | likelihood_scores
+    for key in ("chi2_score", "nelbo_score", "latent_kl"):
+        assert noise_aware.get(key, tf.zeros(BATCH)).shape == (BATCH,)
+    for key in ("chi2_per_line", "nll_per_line"):
+        assert noise_aware.get(key, tf.zeros((BATCH, LINES))).shape == (BATCH, LINES)
 
 
 def test_scale_and_unscale_invert(galaxies):
@@ -186,6 +225,8 @@ def test_invalid_pixels_do_not_change_losses_or_scores(kind, ivar_weighting, gal
             np.testing.assert_array_equal(dirty[key], clean[key])
     for key, value in model.score(flux, valid).items():
         np.testing.assert_array_equal(model.score(corrupted_flux, valid)[key], value)
+    for key, value in model.score(flux, valid, ivar).items():
+        np.testing.assert_array_equal(model.score(corrupted_flux, valid, corrupted_ivar)[key], value)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -196,9 +237,11 @@ def test_galaxy_without_valid_pixels_contributes_zero(kind, galaxies):
     losses = model.per_example_losses(flux, ivar, valid, training=True)
     assert float(losses["reconstruction_loss"][0]) == 0.0
     assert all(np.all(np.isfinite(v)) for v in losses.values())
-    scores = model.score(flux, valid)
-    assert float(scores["anomaly_score"][0]) == 0.0
+    scores = model.score(flux, valid, ivar)
+    assert float(scores["anomaly_score"][0]) == 0.0 and float(scores["chi2_score"][0]) == 0.0
     np.testing.assert_array_equal(scores["line_error"][0], 0.0)
+    np.testing.assert_array_equal(scores["chi2_per_line"][0], 0.0)
+    assert all(np.all(np.isfinite(v)) for v in scores.values())
 
 
 def test_ae_loss_is_masked_mse_in_scaled_space(galaxies):
@@ -310,6 +353,11 @@ def test_score_traces_with_fixed_signature(kind, galaxies):
     for key, value in traced(flux, valid).items():
         np.testing.assert_allclose(value, eager[key], rtol=1e-5, atol=1e-6)
     assert traced(flux[:1], valid[:1])["anomaly_score"].shape == (1,)
+    ivar = galaxies[1]
+    traced_with_ivar = tf.function(model.score, input_signature=[spec, spec, spec])
+    eager = model.score(flux, valid, ivar)
+    for key, value in traced_with_ivar(flux, valid, ivar).items():
+        np.testing.assert_allclose(value, eager[key], rtol=1e-5, atol=1e-5)
 
 
 def test_score_exports(galaxies, tmp_path):
@@ -350,3 +398,81 @@ def test_mixed_precision_outputs_float32(kind, galaxies, mixed_bfloat16):
     gradients = tape.gradient(loss, model.trainable_variables)
     assert all(g is not None and g.dtype == tf.float32 for g in gradients)
     assert all(v.dtype == tf.float32 for v in model.score(flux, valid).values())
+    noise_aware = model.score(flux, valid, ivar)
+    assert all(v.dtype == tf.float32 and np.all(np.isfinite(v)) for v in noise_aware.values())
+
+
+# ---------------------------------------------------------------- noise-aware and likelihood scores
+@pytest.mark.parametrize("kind", KINDS)
+def test_chi2_matches_numpy(kind, galaxies):
+    flux, ivar, valid = galaxies
+    ivar = noisy_ivar(ivar, valid)
+    model = tiny_model(kind, scaling="asinh", softening=0.1)
+    line_mask = np.array([1.0, 0.0, 1.0])  # line 1 stands for a tied copy
+    scores = model.score(flux, valid, ivar, chi2_line_mask=line_mask)
+    per_line, pooled = reference_chi2(model, flux, ivar, valid, 0.1, line_mask)
+    np.testing.assert_allclose(scores["chi2_per_line"], per_line, rtol=2e-5)
+    np.testing.assert_allclose(scores["chi2_score"], pooled, rtol=2e-5)
+    _, pooled_all_lines = reference_chi2(model, flux, ivar, valid, 0.1, np.ones(LINES))
+    np.testing.assert_allclose(model.score(flux, valid, ivar)["chi2_score"], pooled_all_lines, rtol=2e-5)
+    assert not np.allclose(pooled, pooled_all_lines)  # the mask matters
+    # ivar only adds scores: everything else is the ivar-free score, bit for bit.
+    without_ivar = model.score(flux, valid)
+    for key, value in without_ivar.items():
+        np.testing.assert_array_equal(scores[key], value)
+
+
+def test_vae_training_sample_is_the_tfp_posterior_sample(galaxies):
+    flux, _, valid = galaxies
+    model = tiny_model("vae")
+    encoded = model.encode(flux * valid)
+    seed = tf.constant([5, 6], tf.int32)
+    posterior = tfd.MultivariateNormalDiag(encoded["latent_mean"], tf.exp(0.5 * encoded["latent_log_var"]))
+    np.testing.assert_allclose(model._latent(encoded, training=True, seed=seed), posterior.sample(seed=seed),
+                               rtol=1e-6)
+    # Without a seed the SeedGenerator gives a fresh int32 seed each call.
+    first, second = (model._latent(encoded, training=True) for _ in range(2))
+    assert not np.array_equal(first, second)
+
+
+def test_vae_nelbo_matches_tfp_and_repeats(galaxies):
+    flux, ivar, valid = galaxies
+    model = tiny_model("vae", ivar_weighting=True)
+    model.likelihood_log_scale.assign([-1.0, -0.5, 0.2])
+    scores = model.score(flux, valid, ivar)
+
+    flux = flux * valid
+    target = model.scale_flux(flux)
+    encoded = model.encode(flux)
+    mean, scale = encoded["latent_mean"], tf.exp(0.5 * encoded["latent_log_var"])
+    epsilons = tf.random.stateless_normal([NELBO_SAMPLES, 4], seed=NELBO_SEED, alg="philox")
+    noise_variance = np.where(valid > 0, 1 / ivar.numpy() / (flux.numpy() ** 2 + 0.1**2), 0.0)
+    pixel_scale = np.sqrt(np.exp(2 * np.array([-1.0, -0.5, 0.2])).reshape(1, LINES, 1, 1, 1) + 1e-6 + noise_variance)
+    pixel_scale = pixel_scale.astype(np.float32)
+    nll = []
+    for epsilon in epsilons:
+        reconstruction = model.decode(mean + scale * epsilon)
+        log_prob = tfd.Normal(reconstruction, pixel_scale).log_prob(target).numpy()
+        nll.append(-(log_prob * valid.numpy()).sum(axis=(2, 3, 4)))
+    nll_per_line = np.mean(nll, axis=0)
+    kl = tfd.kl_divergence(tfd.MultivariateNormalDiag(mean, scale), tfd.MultivariateNormalDiag(tf.zeros(4), tf.ones(4)))
+    np.testing.assert_allclose(scores["nll_per_line"], nll_per_line, rtol=1e-5)
+    np.testing.assert_allclose(scores["latent_kl"], kl, rtol=1e-5)
+    np.testing.assert_allclose(scores["nelbo_score"], nll_per_line.sum(axis=1) + kl.numpy(), rtol=1e-5)
+    # Fixed draws shared by every galaxy: the same score on every call and in any batch.
+    np.testing.assert_array_equal(model.score(flux, valid, ivar)["nelbo_score"], scores["nelbo_score"])
+    alone = model.score(flux[2:], valid[2:], ivar[2:])["nelbo_score"]
+    np.testing.assert_allclose(alone, scores["nelbo_score"][2:], rtol=1e-6)
+
+
+def test_masked_pixel_likelihood_per_line():
+    loc = tf.zeros([2, 3, 2, 2, 1])
+    valid = np.ones([2, 3, 2, 2, 1], np.float32)
+    valid[1, 2] = 0
+    valid[0, 1, 0, 0, 0] = 0
+    likelihood = masked_pixel_likelihood(loc, tf.ones([1, 3, 1, 1, 1]), valid)
+    assert likelihood.batch_shape == (2, 3) and likelihood.event_shape == (2, 2, 1)
+    log_prob = likelihood.log_prob(tf.ones_like(loc)).numpy()
+    per_pixel = -0.5 - 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(log_prob, valid.sum(axis=(2, 3, 4)) * per_pixel, rtol=1e-6)
+    assert log_prob[1, 2] == 0.0

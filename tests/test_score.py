@@ -47,6 +47,62 @@ def test_scores_have_fixed_columns_in_csv_and_fits(tiny_scores, tiny_records):
     assert len(provenance["records_manifest_sha256"]) == 64
 
 
+def test_scores_have_chi2_columns_from_the_ivar_endpoint(tiny_scores, tiny_records):
+    import tensorflow as tf
+
+    from ifskeras.records import read_examples
+
+    table, _, provenance = load_scores(tiny_scores)
+    for column in ["chi2_score", "chi2_percentile"] + [f"chi2_{line}" for line in DEFAULT_LINES]:
+        assert column in table, column
+    assert "nelbo_score" not in table  # an AE has no likelihood
+    assert provenance["noise_aware_scores"] and provenance["model_format_version"] == 3
+    assert provenance["chi2_excluded_lines"] == ["NII-6549", "OI-6365", "OIII-4960"]
+    assert np.all(table["chi2_score"] > 0) and np.isfinite(table["chi2_score"]).all()
+    train = table["split"] == "train"
+    assert table["chi2_percentile"][train].max() == pytest.approx(100.0)
+    fits = Table.read(tiny_scores / "scores.fits")
+    np.testing.assert_allclose(np.asarray(fits["chi2_score"]), table["chi2_score"], rtol=1e-12)
+
+    ids = list(table["id"][:4])
+    batch = read_examples(tiny_records, ids)
+    model = tf.saved_model.load(provenance["model_dir"])
+    out = model.score(batch["flux"], batch["valid"], batch["ivar"])
+    np.testing.assert_allclose(table["chi2_score"][:4], out["chi2_score"].numpy(), rtol=1e-5)
+    per_line = np.stack([table[f"chi2_{line}"][:4] for line in DEFAULT_LINES], axis=1)
+    np.testing.assert_allclose(per_line, out["chi2_per_line"].numpy(), rtol=1e-5)
+
+
+def export_format_2(model_path, out_dir, *, lines, size):
+    """A SavedModel as format 2 wrote it: ``score(flux, valid)`` only, format_version 2."""
+    import keras
+    import tensorflow as tf
+
+    import ifskeras.learning.models  # noqa: F401  registers the custom classes
+
+    model = keras.saving.load_model(str(model_path))
+    metadata = json.dumps({"format": "ifskeras-savedmodel", "format_version": 2, "model_class": type(model).__name__,
+                           "lines": list(lines), "size": size, "scaling": model.scaling, "softening": model.softening,
+                           "latent_dim": model.latent_dim})
+    spec = tf.TensorSpec([None, len(lines), size, size, 1], tf.float32)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("score", lambda flux, valid: dict(model.score(flux, valid)), input_signature=[spec, spec])
+    archive.add_endpoint("metadata", tf.function(lambda: {"json": tf.constant(metadata)}, input_signature=[]))
+    archive.write_out(str(out_dir), verbose=False)
+    return out_dir
+
+
+def test_format_2_models_still_score_without_chi2(tiny_scores, trained_ae, tiny_records, tmp_path):
+    old_model = export_format_2(trained_ae.model_path, tmp_path / "format2", lines=DEFAULT_LINES, size=16)
+    result = score_records(old_model, tiny_records, tmp_path / "scores", k=3, umap=False, progress=False)
+    table, _, provenance = load_scores(result.out_dir)
+    assert not any(name.startswith("chi2_") for name in table)
+    assert not provenance["noise_aware_scores"] and provenance["model_format_version"] == 2
+    current, _, _ = load_scores(tiny_scores)
+    np.testing.assert_allclose(table["anomaly_score"], current["anomaly_score"], rtol=1e-6)
+
+
 def test_scores_match_the_keras_model(tiny_scores, trained_ae, tiny_records):
     import keras
 

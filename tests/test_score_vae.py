@@ -24,10 +24,17 @@ def test_vae_scores_match_the_keras_model(trained_vae, tiny_records, tmp_path):
 
     model = keras.saving.load_model(str(trained_vae.model_path))
     examples = read_examples(tiny_records, list(table["id"]))
-    direct = model.score(examples["flux"], examples["valid"])
-    # The VAE is scored from its posterior mean: deterministic and equal to the Keras model's score.
+    tied = np.array([line in provenance["chi2_excluded_lines"] for line in provenance["model_metadata"]["lines"]])
+    direct = model.score(examples["flux"], examples["valid"], examples["ivar"],
+                         chi2_line_mask=(~tied).astype("float32"))
+    # The VAE is scored from its posterior mean and fixed posterior draws: deterministic and
+    # equal to the Keras model's score.
     np.testing.assert_allclose(table["anomaly_score"], np.asarray(direct["anomaly_score"]), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(latents, np.asarray(direct["latent_mean"]), rtol=1e-5, atol=1e-6)
-    for column in ("knn_score", "combined_score", "anomaly_percentile"):
+    np.testing.assert_allclose(table["nelbo_score"], np.asarray(direct["nelbo_score"]), rtol=1e-5)
+    np.testing.assert_allclose(table["chi2_score"], np.asarray(direct["chi2_score"]), rtol=1e-5)
+    assert tied.sum() == 3 and provenance["noise_aware_scores"]
+    for column in ("knn_score", "combined_score", "anomaly_percentile", "nelbo_score", "nelbo_percentile",
+                   "chi2_percentile"):
         assert np.isfinite(table[column]).all(), column
     assert np.isnan(table["umap_x"]).all()  # umap=False

@@ -26,6 +26,8 @@ __all__ = [
     "score_records",
     "load_scores",
     "load_model",
+    "reads_ivar",
+    "score_batch",
     "check_model_matches_records",
     "SCORES_CSV",
     "SCORES_FITS",
@@ -37,6 +39,10 @@ SCORES_CSV = "scores.csv"
 SCORES_FITS = "scores.fits"
 LATENTS_NPY = "latents.npy"
 SCORING_JSON = "scoring.json"
+#: First SavedModel format whose ``score`` endpoint takes ivar (chi2 and nelbo scores).
+NOISE_AWARE_FORMAT = 3
+#: Outputs of the ``score`` endpoint that go into the scores table (those the model gives).
+TABLE_OUTPUTS = ("anomaly_score", "line_error", "latent_mean", "chi2_score", "chi2_per_line", "nelbo_score")
 
 
 class ScoringError(ValueError):
@@ -83,9 +89,17 @@ def score_records(
     """Score every galaxy of ``records_dir`` with the SavedModel in ``model_dir``.
 
     Writes to ``out_dir``: ``scores.csv`` and ``scores.fits`` (one row per galaxy with
-    id, split, label, anomaly_score, anomaly_percentile, err_<LINE>, latent_<i>,
-    knn_score, knn_percentile, combined_score, central line ratios, umap_x, umap_y),
+    id, split, label, anomaly_score, anomaly_percentile, knn_score, knn_percentile,
+    combined_score, chi2_score, chi2_percentile, [nelbo_score, nelbo_percentile],
+    err_<LINE>, chi2_<LINE>, latent_<i>, central line ratios, umap_x, umap_y),
     ``latents.npy`` and ``scoring.json`` (which model and records were scored).
+
+    The chi2 columns come from the ``score(flux, valid, ivar)`` endpoint of format-3
+    models (the records' ivar, propagated into the model's scaled space; the tied DAP
+    lines the model lists in ``chi2_excluded_lines`` are left out of ``chi2_score``),
+    the nelbo columns from a VAE's. A format-2 model is scored as before, without
+    them; ``scoring.json`` says which (``noise_aware_scores``). Percentiles are
+    against the train split, as ``anomaly_percentile``.
 
     ``seed`` makes UMAP reproducible (and single-threaded); ``seed=None`` lets UMAP use
     every core.
@@ -114,33 +128,34 @@ def score_records(
     spaxels_per_pixel = {row["id"]: float(row["spaxels_per_pixel"] or 1.0) for row in read_index(records_dir)}
     total = sum(manifest.examples(name) for name in splits)
 
-    columns: dict[str, list] = {"id": [], "split": [], "label": [], "anomaly_score": []}
-    line_errors, latents, ratios = [], [], []
+    noise_aware = reads_ivar(metadata)
+    columns: dict[str, list] = {"id": [], "split": [], "label": []}
+    outputs: dict[str, list] = {}
+    ratios = []
     started = time.perf_counter()
     with progress_bar(progress, "scoring", total) as bar:
         for split in splits:
-            # ivar serves the S/N cut of the central line ratios; the score endpoint reads flux and valid.
+            # ivar feeds the noise-aware scores (format 3) and the S/N cut of the central line ratios.
             dataset = make_dataset(records_dir, split, batch_size=batch_size, training=False, with_ivar=True)
             for batch in dataset:
-                out = loaded.score(batch["flux"], batch["valid"])
+                for name, value in score_batch(loaded, batch, noise_aware=noise_aware).items():
+                    outputs.setdefault(name, []).append(value)
                 n = int(batch["flux"].shape[0])
                 ids = [v.decode() for v in batch["id"].numpy()]
                 columns["id"].extend(ids)
                 columns["split"].extend([split] * n)
                 columns["label"].extend(v.decode() for v in batch["label"].numpy())
-                columns["anomaly_score"].extend(out["anomaly_score"].numpy().astype(float))
-                line_errors.append(out["line_error"].numpy())
-                latents.append(out["latent_mean"].numpy())
                 radius = np.asarray([DEFAULT_APERTURE_RADIUS / spaxels_per_pixel[i] for i in ids])
                 ratios.append(central_line_ratios(batch["flux"].numpy()[..., 0], batch["ivar"].numpy()[..., 0],
                                                   batch["valid"].numpy()[..., 0], lines, radius=radius))
                 bar.advance(n)
     seconds = time.perf_counter() - started
     n_galaxies = len(columns["id"])
-    line_errors = np.concatenate(line_errors).astype(np.float64)
-    latents = np.concatenate(latents).astype(np.float32)
+    outputs = {name: np.concatenate(values).astype(np.float64) for name, values in outputs.items()}
+    line_errors = outputs["line_error"]
+    latents = outputs["latent_mean"].astype(np.float32)
     ratios = {name: np.concatenate([r[name] for r in ratios]) for name in RATIO_NAMES}
-    anomaly = np.asarray(columns["anomaly_score"], dtype=np.float64)
+    anomaly = outputs["anomaly_score"]
     split_array = np.asarray(columns["split"])
     reference = split_array == "train" if (split_array == "train").any() else np.ones(n_galaxies, bool)
 
@@ -163,8 +178,17 @@ def score_records(
         # Rank average of the two scores: a galaxy must be unusual in both views to top it.
         "combined_score": 0.5 * (anomaly_pct + knn_pct),
     }
+    # Noise-aware and likelihood scores, when the model gives them (format 3; nelbo: VAE).
+    for prefix in ("chi2", "nelbo"):
+        if f"{prefix}_score" in outputs:
+            values = outputs[f"{prefix}_score"]
+            table[f"{prefix}_score"] = values
+            table[f"{prefix}_percentile"] = _percentile_of(values, values[reference])
     for index, line in enumerate(lines):
         table[f"err_{line}"] = line_errors[:, index]
+    if "chi2_per_line" in outputs:
+        for index, line in enumerate(lines):
+            table[f"chi2_{line}"] = outputs["chi2_per_line"][:, index]
     for index in range(latents.shape[1]):
         table[f"latent_{index}"] = latents[:, index].astype(np.float64)
     table.update(ratios)
@@ -175,6 +199,10 @@ def score_records(
         "records_dir": str(records_dir.resolve()),
         "records_manifest_sha256": manifest_checksum(records_dir),
         "model_metadata": {k: metadata[k] for k in ("lines", "size", "scaling", "softening", "latent_dim", "model_class")},
+        "model_format_version": int(metadata.get("format_version", 1)),
+        # Format-2 models have no ivar signature: their scores carry no chi2 or nelbo columns.
+        "noise_aware_scores": noise_aware,
+        "chi2_excluded_lines": list(metadata.get("chi2_excluded_lines", [])),
         "splits": {name: int((split_array == name).sum()) for name in splits},
         "k": k,
         "umap_seed": seed,
@@ -187,6 +215,24 @@ def score_records(
         np.save(staging / LATENTS_NPY, latents)
         (staging / SCORING_JSON).write_text(json.dumps(provenance, indent=2))
     return ScoreResult(out_dir, n_galaxies, provenance["splits"], seconds, n_galaxies / max(seconds, 1e-9))
+
+
+def reads_ivar(metadata: dict) -> bool:
+    """Whether the model's ``score`` endpoint takes ``ivar`` (format 3 on) and so gives chi2 scores."""
+    return int(metadata.get("format_version", 1)) >= NOISE_AWARE_FORMAT
+
+
+def score_batch(loaded, batch: dict, *, noise_aware: bool) -> dict[str, np.ndarray]:
+    """One batch of records through the ``score`` endpoint: the outputs the scores table uses, as numpy.
+
+    ``noise_aware`` calls ``score(flux, valid, ivar)`` (format 3), else the format-2
+    ``score(flux, valid)``; outputs the model does not give are left out.
+    """
+    if noise_aware:
+        out = loaded.score(batch["flux"], batch["valid"], batch["ivar"])
+    else:
+        out = loaded.score(batch["flux"], batch["valid"])
+    return {name: out[name].numpy() for name in TABLE_OUTPUTS if name in out}
 
 
 def load_model(model_dir: Path):
@@ -270,6 +316,12 @@ def _write_fits(path: Path, table: dict, *, lines: list[str]) -> None:
     for name in table:
         if name.startswith("err_"):
             out[name].description = f"masked squared reconstruction error of {name[4:]} (scaled flux)"
+        if name.startswith("chi2_") and name not in ("chi2_score", "chi2_percentile"):
+            out[name].description = f"mean chi-square of {name[5:]} per pixel (scaled flux, propagated ivar)"
     out["anomaly_score"].description = "masked mean squared reconstruction error (scaled flux)"
+    if "chi2_score" in out.colnames:
+        out["chi2_score"].description = "mean chi-square per pixel with propagated ivar, tied DAP lines left out"
+    if "nelbo_score" in out.colnames:
+        out["nelbo_score"].description = "VAE negative ELBO (nats): expected NLL over valid pixels + KL"
     out["knn_score"].description = "mean latent distance to the k nearest training galaxies"
     out.write(path, format="fits", overwrite=True)

@@ -1,18 +1,24 @@
 """Export a trained model as a TensorFlow SavedModel that loads without ifskeras.
 
-Endpoints (all inputs are physical fluxes in 1e-17 erg/s/cm^2/spaxel, shape
-[batch, lines, size, size, 1], float32):
+Endpoints (maps are physical fluxes in 1e-17 erg/s/cm^2/spaxel, their inverse
+variances and 0/1 valid masks, shape [batch, lines, size, size, 1], float32):
 
 - ``reconstruct(flux)`` -> ``{"reconstruction"}`` in physical units;
 - ``encode(flux)`` -> ``{"latent_mean"}`` (and ``"latent_scale"`` for a VAE);
-- ``score(flux, valid)`` -> ``{"anomaly_score", "line_error", "line_valid_fraction",
-  "latent_mean", "reconstruction", ...}``;
+- ``decode(latent)`` -> ``{"reconstruction", "scaled_reconstruction"}`` (and
+  ``"likelihood_line_scale"`` for a VAE);
+- ``score(flux, valid, ivar)`` -> the noise-aware scores (``chi2_score``,
+  ``chi2_per_line``; for a VAE ``nelbo_score``, ``nll_per_line``, ``latent_kl``) on top
+  of ``anomaly_score``, ``line_error``, ``line_valid_fraction``, ``latent_mean``,
+  ``reconstruction``, ...; ``score(flux, valid)`` (a second signature of the same
+  function) and ``score_flux(flux, valid)`` return the format-2 outputs, without ivar;
 - ``scale(flux)`` -> ``{"scaled"}``: the model's flux scaling, elementwise, for inputs of
   any shape (how baselines see the maps as the model does);
-- ``metadata()`` -> ``{"json"}``: lines, size, scaling and model config, so a scorer can
-  refuse records that do not match the model.
+- ``metadata()`` -> ``{"json"}``: lines, size, scaling, model config, tied lines and
+  the VAE's score samples, so a scorer can refuse records that do not match the model.
 
 The same JSON is written to ``assets.extra/ifskeras.json`` for tools that only read files.
+docs/savedmodel.md is the reference of every endpoint and of the format versions.
 """
 
 from __future__ import annotations
@@ -27,19 +33,48 @@ import tensorflow as tf
 from ifskeras import __version__
 from ifskeras.common.files import atomic_directory
 
-__all__ = ["ExportError", "export_model", "export_run", "read_model_metadata", "METADATA_FILE"]
+__all__ = [
+    "ExportError",
+    "export_model",
+    "export_run",
+    "read_model_metadata",
+    "tied_lines_among",
+    "METADATA_FILE",
+    "FORMAT_VERSION",
+    "TIED_LINES",
+]
 
 METADATA_FILE = Path("assets.extra") / "ifskeras.json"
-#: 2: the ``scale`` endpoint was added.
-FORMAT_VERSION = 2
+#: 3: ``score`` takes ``ivar`` (chi2 and, for a VAE, negative-ELBO scores); the old
+#: ``score(flux, valid)`` stays as a second signature and as ``score_flux``; ``decode``
+#: added. 2: the ``scale`` endpoint was added.
+FORMAT_VERSION = 3
+
+#: DAP lines fitted as fixed multiples of a stronger partner (copy -> partner): on real
+#: DR15 files [OIII]4960/5008 = 0.340, [NII]6549/6585 = 0.327, [OI]6365/6302 = 0.328,
+#: pixel by pixel. A copy carries no information of its own, so a galaxy-level score
+#: that counts it weighs its partner's errors twice.
+TIED_LINES = {"OIII-4960": "OIII-5008", "NII-6549": "NII-6585", "OI-6365": "OI-6302"}
+
+
+def tied_lines_among(lines) -> dict[str, str]:
+    """The pairs of :data:`TIED_LINES` whose copy and partner are both among ``lines``."""
+    lines = set(lines)
+    return {copy: partner for copy, partner in TIED_LINES.items() if copy in lines and partner in lines}
 
 
 class ExportError(RuntimeError):
     """A model could not be exported or an exported model could not be read."""
 
 
-def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: dict | None = None) -> Path:
+def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: dict | None = None,
+                 exclude_tied_lines: bool = True) -> Path:
     """Write ``model`` as a SavedModel with the endpoints above; returns ``out_dir``.
+
+    With ``exclude_tied_lines`` (the default) the galaxy-level ``chi2_score`` leaves out
+    the tied copies of :data:`TIED_LINES` present among ``lines`` (``chi2_per_line``
+    still reports every line); metadata lists them as ``chi2_excluded_lines``.
+    ``anomaly_score`` and the VAE's ``nelbo_score`` always count every line.
 
     The archive is written next to ``out_dir`` and renamed into place, so a failed
     export never leaves a half-written model that looks whole.
@@ -59,11 +94,17 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
         "softening": config.get("softening"),
         "latent_dim": int(config.get("latent_dim", 0)),
         "model_config": config,
+        "tied_lines": tied_lines_among(lines),
+        "chi2_excluded_lines": sorted(tied_lines_among(lines)) if exclude_tied_lines else [],
+        **_likelihood_metadata(model),
         **(extra or {}),
     }
+    chi2_line_mask = [0.0 if line in metadata["chi2_excluded_lines"] else 1.0 for line in lines]
     metadata_json = json.dumps(metadata, default=str, sort_keys=True)
     flux_spec = tf.TensorSpec([None, num_lines, size, size, 1], tf.float32, name="flux")
     valid_spec = tf.TensorSpec([None, num_lines, size, size, 1], tf.float32, name="valid")
+    ivar_spec = tf.TensorSpec([None, num_lines, size, size, 1], tf.float32, name="ivar")
+    latent_spec = tf.TensorSpec([None, model.latent_dim], tf.float32, name="latent")
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -78,8 +119,25 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
             out["latent_scale"] = tf.exp(0.5 * encoded["latent_log_var"])
         return out
 
-    def score(flux, valid):
-        return dict(model.score(flux, valid))
+    def decode(latent):
+        scaled = model.decode(latent)
+        out = {"reconstruction": model.unscale(scaled), "scaled_reconstruction": scaled}
+        if model.kind == "vae":
+            out["likelihood_line_scale"] = model.likelihood_line_scale()
+        return out
+
+    # One function, two signatures: score(flux, valid, ivar) and, for callers of format 2,
+    # score(flux, valid). The ivar signature is traced first, so it is the one
+    # `signatures["score"]` serves; `score_flux` serves the other.
+    @tf.function(autograph=False)
+    def score(flux, valid, ivar=None):
+        return dict(model.score(flux, valid, ivar, chi2_line_mask=tf.constant(chi2_line_mask)))
+
+    score.get_concrete_function(flux_spec, valid_spec, ivar_spec)
+    score.get_concrete_function(flux_spec, valid_spec)
+
+    def score_flux(flux, valid):
+        return score(flux, valid)
 
     def scale(flux):
         return {"scaled": model.scale_flux(flux)}
@@ -90,7 +148,9 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
 
     archive.add_endpoint("reconstruct", reconstruct, input_signature=[flux_spec])
     archive.add_endpoint("encode", encode, input_signature=[flux_spec])
-    archive.add_endpoint("score", score, input_signature=[flux_spec, valid_spec])
+    archive.add_endpoint("decode", decode, input_signature=[latent_spec])
+    archive.add_endpoint("score", score)
+    archive.add_endpoint("score_flux", score_flux, input_signature=[flux_spec, valid_spec])
     archive.add_endpoint("scale", scale, input_signature=[tf.TensorSpec(None, tf.float32, name="flux")])
     archive.add_endpoint("metadata", metadata_endpoint)
 
@@ -101,7 +161,16 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
     return out_dir
 
 
-def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+def _likelihood_metadata(model) -> dict:
+    """How the VAE's ``nelbo_score`` draws its posterior samples (nothing for the AE)."""
+    if model.kind != "vae":
+        return {}
+    from ifskeras.learning.models.vae import NELBO_SAMPLES, NELBO_SEED
+
+    return {"nelbo_samples": NELBO_SAMPLES, "nelbo_seed": list(NELBO_SEED), "nelbo_sampling_algorithm": "philox"}
+
+
+def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, exclude_tied_lines: bool = True) -> Path:
     """Export the best model of a finished or interrupted ``ifskeras fit`` run directory."""
     import ifskeras.learning.models  # noqa: F401  registers the custom classes for safe .keras loading
 
@@ -139,7 +208,8 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     config_path = run_dir / "config.json"
     if config_path.exists():
         extra["run_config"] = json.loads(config_path.read_text())
-    return export_model(model, out_dir, lines=provenance["lines"], size=provenance["shape"][1], extra=extra)
+    return export_model(model, out_dir, lines=provenance["lines"], size=provenance["shape"][1], extra=extra,
+                        exclude_tied_lines=exclude_tied_lines)
 
 
 def read_model_metadata(model_dir: str | os.PathLike) -> dict:

@@ -11,9 +11,13 @@ from ifskeras.learning.models.autoencoder import ConvLSTMAutoencoder
 from ifskeras.learning.models.layers import ConvLSTMDecoder, ConvLSTMEncoder
 from ifskeras.learning.models.losses import (
     kl_to_standard_normal,
+    latent_posterior,
+    masked_chi_square_per_line,
     masked_gaussian_nll,
+    masked_pixel_likelihood,
     masked_squared_error,
     masked_squared_error_per_line,
+    standard_normal_prior,
 )
 from ifskeras.learning.models.scaling import FluxScaling
 from ifskeras.learning.models.vae import ConvLSTMVAE
@@ -27,8 +31,12 @@ __all__ = [
     "FluxScaling",
     "masked_squared_error",
     "masked_squared_error_per_line",
+    "masked_chi_square_per_line",
     "masked_gaussian_nll",
     "kl_to_standard_normal",
+    "latent_posterior",
+    "standard_normal_prior",
+    "masked_pixel_likelihood",
 ]
 
 _MODEL_CLASSES = {"ae": ConvLSTMAutoencoder, "vae": ConvLSTMVAE}

@@ -8,7 +8,12 @@ import keras
 import tensorflow as tf
 
 from ifskeras.learning.models.layers import ConvLSTMDecoder, ConvLSTMEncoder, check_architecture
-from ifskeras.learning.models.losses import masked_squared_error, masked_squared_error_per_line
+from ifskeras.learning.models.losses import (
+    masked_chi_square_per_line,
+    masked_squared_error,
+    masked_squared_error_per_line,
+    pooled_line_mean,
+)
 from ifskeras.learning.models.scaling import FluxScaling
 
 __all__ = ["ConvLSTMAutoencoder"]
@@ -57,6 +62,7 @@ class ConvLSTMAutoencoder(keras.Model):
     >>> flux = keras.ops.ones((2, 3, 16, 16, 1))
     >>> losses = model.per_example_losses(flux, flux, flux, training=True)
     >>> scores = model.score(flux, flux)  # anomaly_score, line_error, latent_mean, ...
+    >>> noise_aware = model.score(flux, flux, flux)  # adds chi2_score and chi2_per_line
     """
 
     kind = "ae"
@@ -164,6 +170,10 @@ class ConvLSTMAutoencoder(keras.Model):
         encoded = self._encode_scaled(self.scale_flux(flux), training)
         return self._decode(self._latent(encoded, training=training), training)
 
+    def decode(self, latent):
+        """Reconstruction in scaled space from latent vectors [B, D]: [B, L, S, S, 1] float32."""
+        return self._decode(tf.cast(latent, tf.float32), False)
+
     def encode(self, flux, training=False):
         """Latent parameters: ``{"latent_mean": [B, D]}`` (the VAE adds ``"latent_log_var"``)."""
         return self._encode_scaled(self.scale_flux(flux), training)
@@ -208,15 +218,32 @@ class ConvLSTMAutoencoder(keras.Model):
         return losses
 
     # ------------------------------------------------------------------ scoring
-    def score(self, flux, valid):
+    def score(self, flux, valid, ivar=None, *, chi2_line_mask=None):
         """Deterministic anomaly scores from the mean latent vector.
 
-        Returns a dict: ``"anomaly_score"`` [B] (masked MSE in scaled space over valid
-        pixels, as the AE reconstruction loss without ivar weighting), ``"line_error"``
-        [B, L] (the same per line; 0 for a line without valid pixels),
-        ``"line_valid_fraction"`` [B, L] (fraction of valid pixels of each line),
-        ``"latent_mean"`` [B, D], ``"reconstruction"`` [B, L, S, S, 1] in physical
-        units, and for the VAE ``"latent_scale"`` [B, D].
+        Returns a dict of float32 tensors:
+
+        - ``"anomaly_score"`` [B]: masked MSE in scaled space over the valid pixels of
+          every line (the paper's reconstruction error; ivar never changes it);
+        - ``"line_error"`` [B, L]: the same per line (0 for a line without valid pixels);
+        - ``"line_valid_fraction"`` [B, L]: fraction of valid pixels of each line;
+        - ``"latent_mean"`` [B, D]; ``"reconstruction"`` [B, L, S, S, 1] in physical
+          units; for the VAE ``"latent_scale"`` [B, D].
+
+        With ``ivar`` (inverse variances of the fluxes, same shape) the noise-aware scores
+        are added:
+
+        - ``"chi2_per_line"`` [B, L]: mean over the line's pixels with ``valid`` and
+          ``ivar > 0`` of ``(scaled - reconstruction)**2 / var_scaled``, where
+          ``var_scaled = (d scaled / d flux)**2 / ivar`` is the flux variance propagated
+          into scaled space at the observed flux (0 for a line without such pixels);
+        - ``"chi2_score"`` [B]: the same mean pooled over the pixels of the lines in
+          ``chi2_line_mask`` ([L], 1 = counted; None = every line): each pixel weighs
+          the same, as in ``anomaly_score``;
+        - VAE only: ``"nelbo_score"``, ``"nll_per_line"``, ``"latent_kl"`` (see
+          :class:`~ifskeras.learning.models.ConvLSTMVAE`).
+
+        Without ``ivar`` the outputs are exactly those of format-2 SavedModels.
         """
         flux, _, valid = _sanitise(flux, None, valid)
         target = self.scale_flux(flux)
@@ -230,7 +257,23 @@ class ConvLSTMAutoencoder(keras.Model):
             "reconstruction": self.unscale(reconstruction),
         }
         result.update(self._latent_summary(encoded))
+        if ivar is not None:
+            # Non-finite inverse variances leave their pixels out of the noise-aware scores
+            # only: the encoder input, and so every score above, does not depend on ivar.
+            ivar = tf.cast(ivar, tf.float32)
+            ivar = tf.where(tf.math.is_finite(ivar) & (valid > 0), ivar, 0.0)
+            chi2_sums, chi2_counts = masked_chi_square_per_line(
+                target, reconstruction, self._scaled_variance(flux, ivar, valid)
+            )
+            result["chi2_per_line"] = tf.math.divide_no_nan(chi2_sums, chi2_counts)
+            result["chi2_score"] = pooled_line_mean(chi2_sums, chi2_counts, chi2_line_mask)
+            result.update(self._likelihood_scores(target, flux, ivar, valid, encoded))
         return result
+
+    def _likelihood_scores(self, target, flux, ivar, valid, encoded):
+        """Scores from the model's likelihood (none for the AE, which has no likelihood)."""
+        del target, flux, ivar, valid, encoded
+        return {}
 
     def _latent_summary(self, encoded):
         return {"latent_mean": tf.cast(encoded["latent_mean"], tf.float32)}

@@ -1,7 +1,12 @@
-"""Masked per-example losses on [B, L, S, S, 1] maps (float32 maths throughout).
+"""Masked per-example losses and scores on [B, L, S, S, 1] maps (float32 maths throughout).
 
-Every function returns one value per galaxy (or per galaxy and line) and never NaN:
+Every loss or score returns one value per galaxy (or per galaxy and line) and never NaN:
 a galaxy (or line) without any valid pixel gets 0.
+
+The VAE's distributions are ``tfp.distributions`` objects built here from tensors:
+:func:`latent_posterior`, :func:`standard_normal_prior` and
+:func:`masked_pixel_likelihood`. They are built inside a model method or a loss and
+only tensors leave the model (``tfp.layers`` do not work in Keras 3).
 """
 
 from __future__ import annotations
@@ -12,6 +17,12 @@ import tensorflow_probability as tfp
 __all__ = [
     "masked_squared_error",
     "masked_squared_error_per_line",
+    "masked_chi_square_per_line",
+    "pooled_line_mean",
+    "latent_posterior",
+    "standard_normal_prior",
+    "masked_pixel_likelihood",
+    "safe_target",
     "masked_gaussian_nll",
     "kl_to_standard_normal",
 ]
@@ -20,6 +31,8 @@ tfd = tfp.distributions
 
 _EXAMPLE_AXES = (1, 2, 3, 4)
 _PIXEL_AXES = (2, 3, 4)
+#: Axes of one line's map, [S, S, 1]: the event of the per-line likelihood.
+_MAP_NDIMS = 3
 
 
 def _float32(*tensors):
@@ -55,21 +68,76 @@ def masked_squared_error_per_line(target, prediction, valid):
     return tf.math.divide_no_nan(tf.reduce_sum(squared, axis=_PIXEL_AXES), count), count / pixels
 
 
+def masked_chi_square_per_line(target, prediction, variance):
+    """Sum of ``(target - prediction)**2 / variance`` and pixel count per line: ([B, L], [B, L]).
+
+    Only pixels with ``variance > 0`` count (the caller sets 0 at invalid pixels and at
+    pixels without a usable inverse variance), so NaN or inf there cannot leak.
+    """
+    target, prediction, variance = _float32(target, prediction, variance)
+    used = variance > 0
+    chi_square = tf.where(used, tf.square(target - prediction) / tf.where(used, variance, 1.0), 0.0)
+    return tf.reduce_sum(chi_square, axis=_PIXEL_AXES), tf.reduce_sum(tf.cast(used, tf.float32), axis=_PIXEL_AXES)
+
+
+def pooled_line_mean(sums, counts, line_mask=None):
+    """Per-pixel mean over the lines in ``line_mask``, from per-line sums and counts: [B].
+
+    ``sum over lines of sums / sum over lines of counts``, so each pixel weighs the same
+    whatever its line; ``line_mask`` ([L], 1 = counts, None = every line) leaves lines
+    out. 0 for a galaxy without any counted pixel.
+    """
+    sums, counts = _float32(sums, counts)
+    if line_mask is not None:
+        line_mask = tf.cast(line_mask, tf.float32)[None, :]
+        sums, counts = sums * line_mask, counts * line_mask
+    return tf.math.divide_no_nan(tf.reduce_sum(sums, axis=-1), tf.reduce_sum(counts, axis=-1))
+
+
+def latent_posterior(latent_mean, latent_log_var):
+    """``q(z|x) = N(mean, diag(exp(log_var)))`` as a float32 ``tfd.MultivariateNormalDiag``, batch [B], event [D]."""
+    latent_mean, latent_log_var = _float32(latent_mean, latent_log_var)
+    return tfd.MultivariateNormalDiag(loc=latent_mean, scale_diag=tf.exp(0.5 * latent_log_var))
+
+
+def standard_normal_prior(latent_dim: int):
+    """``p(z) = N(0, I)`` over ``latent_dim`` dimensions (float32, event [D])."""
+    return tfd.MultivariateNormalDiag(loc=tf.zeros([latent_dim]), scale_diag=tf.ones([latent_dim]))
+
+
+def masked_pixel_likelihood(loc, scale, valid):
+    """``p(x|z)``: independent ``Normal(loc, scale)`` pixels, invalid pixels masked out.
+
+    A ``tfd.Independent(tfd.Masked(tfd.Normal(loc, scale), valid > 0))`` over each
+    line's map: batch shape [B, L], event [S, S, 1], so ``log_prob`` gives the
+    log-likelihood of each line summed over its valid pixels (0 for a line without
+    any). ``scale`` broadcasts against ``loc`` (e.g. one value per line,
+    [1, L, 1, 1, 1]). Pass targets through :func:`safe_target` first, so the masked
+    pixels hold finite values and no NaN reaches a gradient.
+    """
+    loc, scale, valid = _float32(loc, scale, valid)
+    scale = tf.broadcast_to(scale, tf.shape(loc))
+    pixels = tfd.Masked(tfd.Normal(loc=loc, scale=scale), validity_mask=valid > 0)
+    return tfd.Independent(pixels, reinterpreted_batch_ndims=_MAP_NDIMS)
+
+
+def safe_target(target, loc, valid):
+    """``target`` with ``loc`` at invalid pixels: finite there, whatever the input held."""
+    target, loc, valid = _float32(target, loc, valid)
+    return tf.where(valid > 0, target, loc)
+
+
 def masked_gaussian_nll(target, loc, scale, valid):
     """Negative log-likelihood of ``target`` under ``Normal(loc, scale)``, summed over valid pixels: [B].
 
-    Built with ``tfd.Normal``; ``scale`` broadcasts against ``loc`` (e.g. one value per
-    line, [1, L, 1, 1, 1]). The sum (not the mean) makes ``nll + KL`` the negative ELBO.
+    The log-probability of :func:`masked_pixel_likelihood`, summed over lines. The sum
+    (not the mean) makes ``nll + KL`` the negative ELBO.
     """
-    target, loc, scale, valid = _float32(target, loc, scale, valid)
-    used = valid > 0
-    log_prob = tfd.Normal(loc=loc, scale=scale).log_prob(tf.where(used, target, loc))
-    return -tf.reduce_sum(tf.where(used, log_prob, 0.0), axis=_EXAMPLE_AXES)
+    likelihood = masked_pixel_likelihood(loc, scale, valid)
+    return -tf.reduce_sum(likelihood.log_prob(safe_target(target, loc, valid)), axis=-1)
 
 
 def kl_to_standard_normal(latent_mean, latent_log_var):
-    """Analytic ``KL(N(mean, exp(log_var)) || N(0, I))`` per example: [B], via ``tfd.kl_divergence``."""
-    latent_mean, latent_log_var = _float32(latent_mean, latent_log_var)
-    posterior = tfd.MultivariateNormalDiag(loc=latent_mean, scale_diag=tf.exp(0.5 * latent_log_var))
-    prior = tfd.MultivariateNormalDiag(loc=tf.zeros_like(latent_mean), scale_diag=tf.ones_like(latent_mean))
-    return tfd.kl_divergence(posterior, prior)
+    """Analytic ``KL(q(z|x) || N(0, I))`` per example: [B], via ``tfd.kl_divergence``."""
+    posterior = latent_posterior(latent_mean, latent_log_var)
+    return tfd.kl_divergence(posterior, standard_normal_prior(posterior.event_shape[-1]))
