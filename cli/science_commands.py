@@ -207,7 +207,7 @@ def demo(
     typer.echo("recall of each class among the most anomalous 1% and 5% of galaxies:")
     _print_table(format_class_recall_table(result.bundle.evaluation))
     typer.echo("")
-    typer.echo(f"the {len(result.top)} most anomalous galaxies (reconstruction error):")
+    typer.echo(f"the {len(result.top)} most anomalous galaxies (rank_score):")
     for rank, (galaxy, label, value) in enumerate(result.top, start=1):
         typer.echo(f"{rank:>3}  {galaxy:<12} {label:<10} {value:.4f}")
     typer.echo("")

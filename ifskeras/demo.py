@@ -127,6 +127,6 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), *, fr
 
     stage("report", False, evaluate_and_report)
     table, _, _ = load_scores(scores)
-    order = sorted(range(len(table["id"])), key=lambda i: -table["anomaly_score"][i])[: settings.top_n]
-    result.top = [(str(table["id"][i]), str(table["label"][i]), float(table["anomaly_score"][i])) for i in order]
+    order = sorted(range(len(table["id"])), key=lambda i: -table["rank_score"][i])[: settings.top_n]
+    result.top = [(str(table["id"][i]), str(table["label"][i]), float(table["rank_score"][i])) for i in order]
     return result

@@ -50,3 +50,15 @@ def test_retrieval_and_table_groups():
     groups = galaxy_groups(table)
     assert groups[0] == groups[1] != groups[2] and groups[2] == "2-1"
     assert list(galaxy_groups({"id": np.array(["a", "b"])})) == ["a", "b"]
+
+
+def test_scores_carry_each_galaxys_mangaid(tiny_scores, tiny_survey):
+    import csv
+
+    from ifskeras.discovery.score import load_scores
+
+    table, _, _ = load_scores(tiny_scores)
+    with open(tiny_survey / "catalog.csv", newline="") as stream:
+        truth = {row["plateifu"]: row["mangaid"] for row in csv.DictReader(stream)}
+    assert [truth[galaxy] for galaxy in table["id"]] == list(table["mangaid"])
+    assert len(set(galaxy_groups(table))) == len(table["id"])

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from ifskeras.discovery.score import ScoringError, load_model, load_scores
+from ifskeras.discovery.tables import MODEL_SCORE_COLUMNS
 
 __all__ = [
     "MODEL_SCORES",
     "EvaluationBundle",
     "choose_positive",
+    "ranking_column",
     "evaluate_run",
     "read_labels",
     "report_run",
@@ -27,8 +29,9 @@ __all__ = [
     "scaled_feature_stream",
 ]
 
-#: The model's scores, evaluated side by side (higher = more anomalous).
-MODEL_SCORES = ("anomaly_score", "knn_score", "combined_score")
+#: The model's scores, evaluated side by side (higher = more anomalous), when present:
+#: rank_score (the recommended ranking), then the reconstruction, likelihood and latent scores.
+MODEL_SCORES = MODEL_SCORE_COLUMNS
 #: Baseline features use maps block-averaged to at most this many pixels a side,
 #: which keeps PCA memory at about 80 kB per galaxy for 19 lines.
 BASELINE_MAX_SIZE = 32
@@ -41,6 +44,11 @@ class EvaluationBundle:
     retrieval: object
     split: str
     n_galaxies: int
+
+
+def ranking_column(table: dict) -> str:
+    """The score that ranks galaxies: ``rank_score``, or ``anomaly_score`` in scores written before it."""
+    return "rank_score" if "rank_score" in table else "anomaly_score"
 
 
 def read_labels(table: dict, labels_csv: str | os.PathLike | None, label_column: str = "class") -> np.ndarray:
@@ -165,7 +173,7 @@ def evaluate_run(
     selected = np.ones(len(labels), bool) if split is None else np.asarray(table["split"]) == split
     if not selected.any():
         raise ScoringError(f"{scores_dir}: no galaxies in split {split!r}")
-    scores = {name: np.asarray(table[name], dtype=np.float64)[selected] for name in MODEL_SCORES}
+    scores = {name: np.asarray(table[name], dtype=np.float64)[selected] for name in MODEL_SCORES if name in table}
     if baselines:
         ids = np.asarray(table["id"])
         train = np.asarray(table["split"]) == "train"
@@ -182,7 +190,7 @@ def evaluate_run(
         scores["random"] = random_scores(int(selected.sum()), seed=seed)
     evaluation = evaluate_scores(scores, labels[selected], positive=positive, negative=negative,
                                  n_bootstrap=n_bootstrap, seed=seed)
-    comparisons = compare_to_baselines(evaluation, model_score="anomaly_score") if baselines else []
+    comparisons = compare_to_baselines(evaluation, model_score=ranking_column(table)) if baselines else []
     ratios = np.stack([np.asarray(table[name], dtype=np.float64) for name in RETRIEVAL_RATIOS], axis=1)
     groups = galaxy_groups(table)[selected]
     retrieval = neighbour_retrieval(latents[selected], labels[selected], k=min(10, len(np.unique(groups)) - 1),
@@ -225,14 +233,16 @@ def _gallery_items(scores_dir: Path, table: dict, provenance: dict, ids: list[st
     reconstruction = out["reconstruction"].numpy()[..., 0]
     line_error = out["line_error"].numpy()
     row_of = {galaxy: i for i, galaxy in enumerate(table["id"])}
+    column = ranking_column(table)
+    percentile = "rank_percentile" if column == "rank_score" else "anomaly_percentile"
     items = []
     for j, galaxy in enumerate(ids):
         row = row_of[galaxy]
         items.append({
             "id": galaxy,
             "label": str(table["label"][row]),
-            "score": float(table["anomaly_score"][row]),
-            "percentile": float(table["anomaly_percentile"][row]),
+            "score": float(table[column][row]),
+            "percentile": float(table[percentile][row]),
             "flux": batch["flux"][j, ..., 0],
             "reconstruction": reconstruction[j],
             "valid": batch["valid"][j, ..., 0],
@@ -288,7 +298,8 @@ def report_run(
     table, _, provenance = load_scores(scores_dir)
     if labels_csv is not None:
         table["label"] = read_labels(table, labels_csv, label_column)
-    order = np.argsort(-np.asarray(table["anomaly_score"]))
+    column = ranking_column(table)
+    order = np.argsort(-np.asarray(table[column]), kind="stable")
     top_ids = [str(table["id"][i]) for i in order[:top_n]]
     history = None
     run_dir = Path(run_dir) if run_dir else Path(provenance["model_dir"]).parent
@@ -298,8 +309,8 @@ def report_run(
     bpt = {
         "log_nii_ha": np.asarray(table["log_nii_ha"]),
         "log_oiii_hb": np.asarray(table["log_oiii_hb"]),
-        "scores": np.asarray(table["anomaly_score"]),
-        "score_name": "anomaly score",
+        "scores": np.asarray(table[column]),
+        "score_name": column.replace("_", " "),
     }
     return write_report(
         out_dir,
@@ -314,6 +325,7 @@ def report_run(
         bpt=bpt,
         title=title,
         provenance={**provenance, "scores_dir": str(scores_dir.resolve()), "run_dir": str(run_dir)},
+        score_column=column,
         top_n=top_n,
         evaluation_note=evaluation_note,
     )

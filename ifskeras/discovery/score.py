@@ -125,7 +125,10 @@ def score_records(
     lines = list(manifest.lines)
     # The central aperture is 3 native spaxels (1.5", an SDSS fibre) whatever the grid:
     # each galaxy's radius in grid pixels follows from its spaxels per pixel.
-    spaxels_per_pixel = {row["id"]: float(row["spaxels_per_pixel"] or 1.0) for row in read_index(records_dir)}
+    index_rows = read_index(records_dir)
+    spaxels_per_pixel = {row["id"]: float(row["spaxels_per_pixel"] or 1.0) for row in index_rows}
+    # The galaxy each record observes (records written before MANGAIDs were indexed: unknown).
+    mangaid_of = {row["id"]: (row.get("mangaid") or "").strip() for row in index_rows}
     total = sum(manifest.examples(name) for name in splits)
 
     noise_aware = reads_ivar(metadata)
@@ -159,16 +162,23 @@ def score_records(
     split_array = np.asarray(columns["split"])
     reference = split_array == "train" if (split_array == "train").any() else np.ones(n_galaxies, bool)
 
-    from ifskeras.discovery.neighbours import knn_latent_scores
+    from ifskeras.discovery.neighbours import galaxy_groups, knn_latent_scores
+    from ifskeras.discovery.ranking import RANK_RULE, rank_scores
+    from ifskeras.survey.lines import tied_lines_among
 
-    k_eff = min(k, int(reference.sum()) - 1)
+    mangaids = [mangaid_of.get(galaxy, "") for galaxy in columns["id"]]
+    groups = galaxy_groups({"id": np.asarray(columns["id"]), "mangaid": np.asarray(mangaids)})
+    k_eff = min(k, len(np.unique(groups[reference])) - 1)
     if k_eff < 1:
         raise ScoringError(f"the latent k-NN score needs at least 2 reference galaxies; got {int(reference.sum())}")
-    knn = knn_latent_scores(latents, k=k_eff, fit_mask=reference)
+    # Another observation of the same galaxy is never a neighbour: it would make a repeated
+    # outlier look ordinary.
+    knn = knn_latent_scores(latents, k=k_eff, fit_mask=reference, groups=groups)
     anomaly_pct = _percentile_of(anomaly, anomaly[reference])
     knn_pct = _percentile_of(knn, knn[reference])
     table = {
         "id": columns["id"],
+        "mangaid": mangaids,
         "split": columns["split"],
         "label": columns["label"],
         "anomaly_score": anomaly,
@@ -189,6 +199,11 @@ def score_records(
     if "chi2_per_line" in outputs:
         for index, line in enumerate(lines):
             table[f"chi2_{line}"] = outputs["chi2_per_line"][:, index]
+    # The recommended ranking goes first among the scores (rule: ifskeras.discovery.ranking).
+    excluded_lines = list(metadata.get("chi2_excluded_lines") or tied_lines_among(lines))
+    ranking = rank_scores(table, lines, reference, excluded_lines=excluded_lines)
+    head = {name: table.pop(name) for name in ("id", "mangaid", "split", "label")}
+    table = {**head, **ranking, **table}
     for index in range(latents.shape[1]):
         table[f"latent_{index}"] = latents[:, index].astype(np.float64)
     table.update(ratios)
@@ -203,6 +218,8 @@ def score_records(
         # Format-2 models have no ivar signature: their scores carry no chi2 or nelbo columns.
         "noise_aware_scores": noise_aware,
         "chi2_excluded_lines": list(metadata.get("chi2_excluded_lines", [])),
+        "rank_rule": RANK_RULE,
+        "rank_excluded_lines": excluded_lines,
         "splits": {name: int((split_array == name).sum()) for name in splits},
         "k": k,
         "umap_seed": seed,
@@ -257,7 +274,7 @@ def load_scores(scores_dir: str | os.PathLike) -> tuple[dict, np.ndarray, dict]:
         raise ScoringError(f"{scores_dir}: not a scores directory (missing {', '.join(missing)}); run `ifskeras score` first")
     with open(scores_dir / SCORES_CSV, newline="") as stream:
         rows = list(csv.DictReader(stream))
-    text_columns = {"id", "split", "label"}
+    text_columns = {"id", "mangaid", "split", "label"}
     table = {}
     for name in rows[0].keys() if rows else []:
         values = [row[name] for row in rows]
@@ -324,4 +341,6 @@ def _write_fits(path: Path, table: dict, *, lines: list[str]) -> None:
     if "nelbo_score" in out.colnames:
         out["nelbo_score"].description = "VAE negative ELBO (nats): expected NLL over valid pixels + KL"
     out["knn_score"].description = "mean latent distance to the k nearest training galaxies"
+    out["rank_score"].description = "recommended ranking: mean of the 3 highest per-line error percentiles"
+    out["rank_percentile"].description = "percentile of rank_score among the training galaxies"
     out.write(path, format="fits", overwrite=True)

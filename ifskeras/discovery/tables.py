@@ -135,6 +135,14 @@ def format_ratio_table(retrieval: Retrieval) -> list[list[str]]:
     return rows
 
 
+#: The model's scores a scores table may hold, the recommended ranking first.
+MODEL_SCORE_COLUMNS = ("rank_score", "anomaly_score", "chi2_score", "nelbo_score", "knn_score", "combined_score")
+#: Each score's percentile column (against the training galaxies), as ``ifskeras score`` writes it.
+_PERCENTILE_COLUMNS = {"rank_score": "rank_percentile", "anomaly_score": "anomaly_percentile",
+                       "chi2_score": "chi2_percentile", "nelbo_score": "nelbo_percentile",
+                       "knn_score": "knn_percentile"}
+
+
 def format_top_table(columns, ids, labels, score, score_column: str, top_n: int) -> list[list[str]]:
     """The ``top_n`` galaxies of highest ``score``: rank, id, split, class, scores, percentile, worst lines.
 
@@ -144,9 +152,10 @@ def format_top_table(columns, ids, labels, score, score_column: str, top_n: int)
     ``err_<LINE>``.
     """
     order = np.argsort(-np.where(np.isfinite(score), score, -np.inf), kind="stable")[: max(0, int(top_n))]
-    extra = [c for c in ("anomaly_score", "knn_score", "combined_score") if c in columns and c != score_column]
-    if score_column == "anomaly_score" and "anomaly_percentile" in columns:
-        percentile = np.asarray(columns["anomaly_percentile"], dtype=float)
+    extra = [c for c in MODEL_SCORE_COLUMNS if c in columns and c != score_column]
+    percentile_column = _PERCENTILE_COLUMNS.get(score_column)
+    if percentile_column in columns:
+        percentile = np.asarray(columns[percentile_column], dtype=float)
     else:
         finite = np.isfinite(score)
         percentile = np.array([100.0 * np.sum(score[finite] <= s) / max(1, finite.sum()) for s in score])

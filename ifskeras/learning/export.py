@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from ifskeras import __version__
 from ifskeras.common.files import atomic_directory
+from ifskeras.survey.lines import TIED_LINES, tied_lines_among
 
 __all__ = [
     "ExportError",
@@ -49,19 +50,6 @@ METADATA_FILE = Path("assets.extra") / "ifskeras.json"
 #: ``score(flux, valid)`` stays as a second signature and as ``score_flux``; ``decode``
 #: added. 2: the ``scale`` endpoint was added.
 FORMAT_VERSION = 3
-
-#: DAP lines fitted as fixed multiples of a stronger partner (copy -> partner): on real
-#: DR15 files [OIII]4960/5008 = 0.340, [NII]6549/6585 = 0.327, [OI]6365/6302 = 0.328,
-#: pixel by pixel. A copy carries no information of its own, so a galaxy-level score
-#: that counts it weighs its partner's errors twice.
-TIED_LINES = {"OIII-4960": "OIII-5008", "NII-6549": "NII-6585", "OI-6365": "OI-6302"}
-
-
-def tied_lines_among(lines) -> dict[str, str]:
-    """The pairs of :data:`TIED_LINES` whose copy and partner are both among ``lines``."""
-    lines = set(lines)
-    return {copy: partner for copy, partner in TIED_LINES.items() if copy in lines and partner in lines}
-
 
 class ExportError(RuntimeError):
     """A model could not be exported or an exported model could not be read."""

@@ -18,6 +18,8 @@ __all__ = [
     "wavelength_of",
     "select_lines",
     "pretty_line_name",
+    "TIED_LINES",
+    "tied_lines_among",
 ]
 
 #: Vacuum rest wavelengths (Angstrom) of every channel in the DAP line lists below.
@@ -139,3 +141,16 @@ def _canonical(name: str) -> str:
         raise LineSelectionError(
             f"Unknown emission line {name!r}. Known lines: {', '.join(_ALL_LINES)}"
         ) from None
+
+
+#: DAP lines fitted as fixed multiples of a stronger partner (copy -> partner): on real
+#: DR15 files [OIII]4960/5008 = 0.340, [NII]6549/6585 = 0.327, [OI]6365/6302 = 0.328,
+#: pixel by pixel. A copy carries no information of its own, so a galaxy-level score
+#: that counts it weighs its partner's errors twice.
+TIED_LINES = {"OIII-4960": "OIII-5008", "NII-6549": "NII-6585", "OI-6365": "OI-6302"}
+
+
+def tied_lines_among(lines) -> dict[str, str]:
+    """The pairs of :data:`TIED_LINES` whose copy and partner are both among ``lines``."""
+    lines = set(lines)
+    return {copy: partner for copy, partner in TIED_LINES.items() if copy in lines and partner in lines}

@@ -1,0 +1,104 @@
+"""``rank_score``: the one ranking ifskeras recommends when there are no labels.
+
+The rule, fixed on two development surveys before the discovery benchmark's surveys
+were generated (benchmarks/bench_discovery.py), and never fitted to labels:
+
+1. for each emission line that carries information of its own (the DAP's tied doublet
+   copies left out), take the galaxy's noise-aware reconstruction error of that line
+   (``chi2_<LINE>``; ``err_<LINE>`` for models exported before chi2 existed);
+2. put it on that line's own scale: the robust z-score of its logarithm against the
+   training galaxies' values of the same line, ``(log e - median) / (1.4826 MAD)``, so
+   every line counts alike whatever its brightness or noise, and an error far beyond all
+   training galaxies still counts as far (a percentile would stop at 100);
+3. ``rank_score`` is the mean of the galaxy's :data:`TOP_LINES` highest line z-scores:
+   a galaxy is unusual when a few of its lines are reconstructed much worse than is
+   usual for those lines, as an AGN's [OIII], [OI] or HeII maps are;
+4. ``rank_percentile`` places ``rank_score`` among the training galaxies'.
+
+A line without a valid pixel in a galaxy counts as typical (z = 0). Why this rule and
+not the galaxy-level errors or the latent k-NN score: on the development surveys the
+galaxy-level error lets the bright lines (H-alpha, [NII]), where clumpy star-forming
+discs are hard too, decide the ranking, and the k-NN score was near chance (AUROC
+0.50-0.65) although it had done well on another generator's survey; docs/results.md
+has the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["TOP_LINES", "RANK_RULE", "RANK_SCORE_EXPLANATION", "line_z_scores", "rank_scores"]
+
+#: Number of the galaxy's most unusual lines averaged into ``rank_score``.
+TOP_LINES = 3
+#: Scale of the median absolute deviation to a Gaussian standard deviation.
+_MAD_TO_SIGMA = 1.4826
+#: Written to scoring.json, so a scores directory says how its ranking was made.
+RANK_RULE = (f"mean of the {TOP_LINES} highest per-line robust z-scores of log chi2_<LINE> (err_<LINE> without "
+             "ivar) against the training galaxies, tied DAP doublet copies left out")
+
+#: The report's paragraph on what rank_score is.
+RANK_SCORE_EXPLANATION = (
+    "Galaxies are ranked by rank_score, the ranking ifskeras recommends without labels. For each emission line "
+    "(the DAP's tied doublet copies left out), the model's noise-aware reconstruction error of that line "
+    "(chi2: residuals weighted by the inverse variance) is compared with the training galaxies' errors for the same "
+    "line, as a robust z-score of its logarithm; rank_score is the mean of a galaxy's "
+    f"{TOP_LINES} highest line z-scores. A galaxy ranks high when a few of its lines are reconstructed much worse "
+    "than is usual for those lines, whatever their brightness, as an AGN's [OIII], [OI] or HeII maps are. The rule "
+    "was fixed on development surveys before the benchmark surveys were made and never sees labels; anomaly_score "
+    "(the paper's reconstruction error), chi2_score, knn_score and combined_score are kept beside it."
+)
+
+
+def line_z_scores(per_line: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Robust z-score of each galaxy's log error in each line, against the reference galaxies.
+
+    Parameters
+    ----------
+    per_line : array, shape (N, L)
+        A positive per-line error; NaN (a line with no valid pixel) gives z = 0.
+    reference : bool array, shape (N,)
+        The galaxies the median and MAD are taken over (the training split).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> errors = np.array([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0], [64.0, np.nan]])
+    >>> np.round(line_z_scores(errors, np.array([True, True, True, False])), 2).tolist()
+    [[-0.67, -0.67], [0.0, 0.0], [0.67, 0.67], [3.37, 0.0]]
+    """
+    reference = np.asarray(reference, dtype=bool)
+    if not reference.any():
+        raise ValueError("line_z_scores needs at least one reference galaxy")
+    finite = np.isfinite(per_line) & (per_line > 0)
+    logs = np.log(np.where(finite, per_line, 1.0))
+    reference_logs = np.where(finite[reference], logs[reference], np.nan)
+    median = np.nanmedian(reference_logs, axis=0)
+    spread = _MAD_TO_SIGMA * np.nanmedian(np.abs(reference_logs - median), axis=0)
+    # A line every reference galaxy has alike (or none has) cannot single a galaxy out.
+    spread = np.where(np.isfinite(spread) & (spread > 0), spread, np.inf)
+    z = (logs - np.nan_to_num(median)) / spread
+    return np.where(finite, z, 0.0)
+
+
+def rank_scores(table: Mapping[str, np.ndarray], lines: Sequence[str], reference: np.ndarray, *,
+                excluded_lines: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """``rank_score`` and ``rank_percentile`` of every galaxy of a scores table (see the module docstring).
+
+    ``table`` holds ``chi2_<LINE>`` (or, failing that, ``err_<LINE>``) for each of
+    ``lines``; ``excluded_lines`` (the tied doublet copies) do not count.
+    """
+    prefix = "chi2_" if all(f"chi2_{line}" in table for line in lines) else "err_"
+    used = [line for line in lines if line not in set(excluded_lines)]
+    missing = [f"{prefix}{line}" for line in used if f"{prefix}{line}" not in table]
+    if missing or not used:
+        raise ValueError(f"rank_score needs the per-line errors; missing columns {missing or 'all'}")
+    per_line = np.stack([np.asarray(table[f"{prefix}{line}"], dtype=np.float64) for line in used], axis=1)
+    z = line_z_scores(per_line, reference)
+    top = min(TOP_LINES, z.shape[1])
+    score = np.sort(z, axis=1)[:, -top:].mean(axis=1)
+    ordered = np.sort(score[np.asarray(reference, dtype=bool)])
+    percentile = 100.0 * np.searchsorted(ordered, score, side="right") / ordered.size
+    return {"rank_score": score, "rank_percentile": percentile}

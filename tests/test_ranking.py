@@ -1,0 +1,85 @@
+"""rank_score: the rule on hand-made tables, and on a tiny survey's scores and report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from ifskeras.discovery.ranking import TOP_LINES, line_z_scores, rank_scores
+from ifskeras.discovery.score import load_scores
+
+LINES = ("HB-4862", "OIII-4960", "OIII-5008", "HA-6564", "NII-6585")
+TIED_COPY = "OIII-4960"
+
+
+def _table(n: int = 40, seed: int = 0, prefix: str = "chi2_") -> dict:
+    rng = np.random.default_rng(seed)
+    # Each line has its own typical error level: bright lines are hard for every galaxy.
+    levels = {"HB-4862": 1.0, "OIII-4960": 0.5, "OIII-5008": 0.8, "HA-6564": 20.0, "NII-6585": 10.0}
+    return {f"{prefix}{line}": level * np.exp(rng.normal(0, 0.3, n)) for line, level in levels.items()}
+
+
+def test_an_unusual_weak_line_outranks_a_galaxy_bright_in_errors_everywhere():
+    table = _table()
+    train = np.ones(40, bool)
+    train[-2:] = False
+    # Galaxy 38: [OIII] and Hb reconstructed far worse than usual for those lines (an AGN).
+    table["chi2_OIII-5008"][38] *= 30
+    table["chi2_HB-4862"][38] *= 10
+    # Galaxy 39: every error 2.5x the typical one: the largest galaxy-level error, but no line stands out.
+    for line in LINES:
+        table[f"chi2_{line}"][39] = 2.5 * np.median(table[f"chi2_{line}"][:38])
+    ranked = rank_scores(table, LINES, train, excluded_lines=[TIED_COPY])
+    assert np.argmax(ranked["rank_score"]) == 38
+    assert ranked["rank_percentile"][38] == 100.0
+    # The galaxy-level mean error would have put 39 far above 38.
+    galaxy_error = np.mean([table[f"chi2_{line}"] for line in LINES], axis=0)
+    assert galaxy_error[39] > galaxy_error[38]
+
+
+def test_the_rule_by_hand_and_tied_copies_left_out():
+    table = _table(seed=1)
+    train = np.arange(40) < 30
+    used = [line for line in LINES if line != TIED_COPY]
+    logs = np.log(np.stack([table[f"chi2_{line}"] for line in used], axis=1))
+    median = np.median(logs[train], axis=0)
+    sigma = 1.4826 * np.median(np.abs(logs[train] - median), axis=0)
+    expected = np.sort((logs - median) / sigma, axis=1)[:, -TOP_LINES:].mean(axis=1)
+    ranked = rank_scores(table, LINES, train, excluded_lines=[TIED_COPY])
+    np.testing.assert_allclose(ranked["rank_score"], expected, rtol=1e-12)
+    # A tied copy's error alone never moves the ranking.
+    table[f"chi2_{TIED_COPY}"][5] *= 1000
+    np.testing.assert_array_equal(rank_scores(table, LINES, train, excluded_lines=[TIED_COPY])["rank_score"],
+                                  ranked["rank_score"])
+
+
+def test_fallback_to_err_and_missing_lines():
+    table = _table(prefix="err_")
+    train = np.ones(40, bool)
+    assert rank_scores(table, LINES, train)["rank_score"].shape == (40,)
+    z = line_z_scores(np.array([[1.0, np.nan], [2.0, 3.0], [4.0, 3.0]]), np.ones(3, bool))
+    assert z[0, 1] == 0.0  # a line without valid pixels counts as typical
+    assert np.all(z[:, 1][1:] == 0.0)  # every reference galaxy alike: the line singles none out
+    with pytest.raises(ValueError, match="missing columns"):
+        rank_scores({"err_HB-4862": np.ones(3)}, LINES, np.ones(3, bool))
+
+
+def test_tiny_survey_scores_and_report_rank_by_rank_score(tiny_scores, tmp_path):
+    from ifskeras.discovery.pipeline import report_run
+
+    table, _, provenance = load_scores(tiny_scores)
+    lines = provenance["model_metadata"]["lines"]
+    train = np.asarray(table["split"]) == "train"
+    again = rank_scores(table, lines, train, excluded_lines=provenance["rank_excluded_lines"])
+    np.testing.assert_allclose(table["rank_score"], again["rank_score"], rtol=1e-9)
+    assert set(provenance["rank_excluded_lines"]) == {"OIII-4960", "NII-6549", "OI-6365"}
+    fits = Table.read(tiny_scores / "scores.fits")
+    assert fits.colnames[:6] == ["id", "mangaid", "split", "label", "rank_score", "rank_percentile"]
+    np.testing.assert_allclose(np.asarray(fits["rank_score"]), table["rank_score"], rtol=1e-12)
+
+    page = report_run(tiny_scores, tmp_path / "report", top_n=3, neighbour_queries=1).read_text(encoding="utf-8")
+    assert "Galaxies are ranked by rank_score" in page
+    best = str(table["id"][int(np.argmax(table["rank_score"]))])
+    top_table = page.split("Top 3 galaxies by rank_score", 1)[1]
+    assert top_table.index(best) < top_table.index("</table>")
