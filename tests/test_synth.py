@@ -586,3 +586,19 @@ def test_cli_synth_variant_option(tmp_path):
 
     option = next(param for param in typer.main.get_command(app).commands["synth"].params if param.name == "variant")
     assert option.default is None and f"default: {DEFAULT_VARIANT}," in option.help
+
+
+def test_depth_scales_the_inverse_variance_and_nothing_else():
+    import numpy as np
+
+    from ifskeras.survey.synth import make_galaxy
+
+    deep = make_galaxy(np.random.default_rng(5), "SF", ifu_fibres=19, defects=False)
+    shallow = make_galaxy(np.random.default_rng(5), "SF", ifu_fibres=19, defects=False, depth=0.3)
+    np.testing.assert_array_equal(deep.model, shallow.model)
+    covered = deep.ivar > 0
+    ratio = shallow.ivar[covered] / deep.ivar[covered]
+    # The background noise scales with depth; the line's own photon noise does not, so
+    # bright spaxels lose a little less.
+    assert np.median(ratio) == pytest.approx(0.3, abs=0.005) and 0.299 < ratio.min() and ratio.max() < 0.36
+    assert shallow.params["snr_level"] == pytest.approx(0.3 * deep.params["snr_level"], rel=1e-3)

@@ -221,6 +221,7 @@ def make_galaxy(
     position_angle: float | None = None,
     size_factor: float | None = None,
     defects: bool = True,
+    depth: float = 1.0,
 ) -> SyntheticGalaxy:
     """Draw one synthetic galaxy of a class, noiseless model and noisy DAP-like maps.
 
@@ -246,6 +247,9 @@ def make_galaxy(
         omitted (realistic: through the brightness of :func:`_ha_brightness`).
     snr_level : float, optional
         Inverse-variance scale: 1 gives ivar ~1000 on Halpha far from the centre.
+    depth : float
+        Multiplies the (drawn or given) ``snr_level``: a shallower (< 1) or deeper survey
+        with everything else unchanged. ``depth=0.3`` gives S/N x0.55.
     dust_av : float, optional
         Central V-band attenuation in magnitudes (falls off with radius).
     inclination, position_angle : float, optional
@@ -319,6 +323,8 @@ def make_galaxy(
         dust_av = float(rng.uniform(*_DUST_AV[galaxy_class]))
     if snr_level is None:
         snr_level = float(10 ** rng.uniform(*_LOG_SNR_LEVEL))
+    if depth != 1.0:  # (left alone at 1, so default surveys stay byte-identical)
+        snr_level *= float(depth)
 
     layout = _COMPONENT_BUILDERS[galaxy_class](rng, geometry, lines, settings.layout)
     stars, components, nucleus = layout["stars"], layout["components"], layout["nucleus"]

@@ -250,6 +250,7 @@ def make_survey(
     dap: str = "dr15",
     variant: str = DEFAULT_VARIANT,
     class_fractions: Mapping[str, float] | None = None,
+    depth: float = 1.0,
     progress: bool | Callable[[int, int], None] = False,
     overwrite: bool = False,
 ) -> SurveySummary:
@@ -271,6 +272,9 @@ def make_survey(
         harder and closer to MaNGA (shared Ha brightness distribution, the DAP's tied
         doublet ratios, correlated noise, diffuse ionised gas, weak and off-centre AGN,
         bars, thin edge-on discs, companions, 28% retired galaxies), see
+        :func:`~ifskeras.survey.synth.make_galaxy`.
+    depth : float
+        Inverse-variance scale of the whole survey (1: MaNGA-like; 0.3: S/N x0.55), see
         :func:`~ifskeras.survey.synth.make_galaxy`.
     class_fractions : mapping, optional
         Class -> fraction (normalised; missing classes get none); default the variant's mix
@@ -338,7 +342,7 @@ def make_survey(
             plateifu, fibres = _plateifu(index)
             galaxy = make_galaxy(
                 np.random.default_rng(galaxy_seeds[index]), str(labels[index]), variant=variant, dap=dap,
-                ifu_fibres=fibres,
+                ifu_fibres=fibres, depth=depth,
             )
             ra, dec = _offset_position(plate_centres[index // len(PLATE_IFU_FIBRES)], ifu_offsets[index])
             mangaid = f"1-{index + 1:06d}"
