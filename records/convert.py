@@ -184,8 +184,10 @@ def convert_maps(
         details = "; ".join(f"{p['path']}: {p['reason']}" for p in input_problems[:5])
         raise ConvertError(f"no MAPS files ({_MAPS_GLOB}) found in the inputs" + (f" ({details})" if details else ""))
     labels = _load_labels(options.labels, options.label_column) if options.labels else {}
-    _prepare_out_dir(out, options, resume=resume, overwrite=overwrite)
+    # The plan first: its refusals (mixed releases) must leave an existing output untouched,
+    # even with overwrite.
     plan = _make_plan(paths, input_problems, options, labels)
+    _prepare_out_dir(out, options, resume=resume, overwrite=overwrite)
 
     journal = _Journal(out)
     reused = _reusable_shards(out, plan, journal) if resume else {}

@@ -31,7 +31,7 @@ def collect_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], lis
 
     A path whose name contains ``.fits`` is a MAPS file (kept even if missing, so it is
     reported as a failure); a directory is searched recursively for ``*MAPS*.fits*``;
-    any other file is a list of paths, one per line (``#`` comments, blank lines
+    hidden files (partial downloads) are skipped; any other file is a list of paths, one per line (``#`` comments, blank lines
     skipped; relative paths are relative to the list file). Returns the paths and the
     inputs that could not be used, as ``{'path', 'reason'}``.
     """
@@ -40,7 +40,9 @@ def collect_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], lis
 
     def add(path: Path, *, listed_in: Path | None = None) -> None:
         if path.is_dir():
-            paths.update(Path(os.path.abspath(p)) for p in path.rglob(_MAPS_GLOB) if p.is_file())
+            # Hidden files are partial downloads (survey fetch's .NAME.part), never inputs.
+            paths.update(Path(os.path.abspath(p)) for p in path.rglob(_MAPS_GLOB)
+                         if p.is_file() and not p.name.startswith("."))
         elif ".fits" in path.name.lower():
             paths.add(Path(os.path.abspath(path)))
         elif listed_in is None and path.is_file():

@@ -187,7 +187,10 @@ def _check_releases(manifests, allow_mixed_releases: bool) -> None:
     found: dict[tuple[str, str], list[str]] = {}
     versions: dict[tuple[str, str], set[str]] = {}
     for manifest in manifests:
-        releases = [_release_key(release) for release in manifest.releases] or [_NOT_RECORDED]
+        # An empty list is a part that converted no galaxy (no release to disagree with);
+        # only records written before releases were recorded lack the key.
+        recorded = "releases" in manifest.data
+        releases = [_release_key(release) for release in manifest.releases] if recorded else [_NOT_RECORDED]
         for release in releases:
             series = release_series(*release) if release != _NOT_RECORDED else release
             found.setdefault(series, []).append(str(manifest.directory))
@@ -236,13 +239,15 @@ def _check_disjoint(manifests, indexes) -> None:
     clashes = []
     for manifest, rows in zip(manifests, indexes):
         for row in rows:
-            if row["id"] in owner:
-                clashes.append(f"{row['id']} ({owner[row['id']]} and {manifest.directory})")
-            owner.setdefault(row["id"], manifest.directory)
+            # One galaxy: its MANGAID (repeat observations in two parts clash too), else its plate-IFU.
+            galaxy = f"MANGAID {row['mangaid']}" if (row.get("mangaid") or "").strip() else row["id"]
+            if galaxy in owner:
+                clashes.append(f"{galaxy} ({owner[galaxy]} and {manifest.directory})")
+            owner.setdefault(galaxy, manifest.directory)
     if clashes:
         raise MergeError(
-            f"{len(clashes)} id(s) appear in more than one part, e.g. {', '.join(clashes[:3])}; "
-            "convert the overlapping inputs together so duplicates are resolved"
+            f"{len(clashes)} galaxy(ies) appear in more than one part, e.g. {', '.join(clashes[:3])}; "
+            "convert the overlapping inputs together so duplicates and repeat observations are resolved"
         )
 
 

@@ -49,6 +49,7 @@ class _Candidate(NamedTuple):
     plateifu: str
     versdap: str
     daptype: str
+    label: str = ""  # the labels CSV's value for this plate-IFU, if any
 
 
 class _Galaxy(NamedTuple):
@@ -169,7 +170,8 @@ def _group_galaxies(files: list[tuple[str, HeaderIdentity]], labels: dict[str, s
                                             bundle_fibres(identity.plateifu, identity.ifudsgn))
         order = sorted(members, key=lambda i: (-fibres[files[i][1].plateifu], files[i][1].plateifu, files[i][0]))
         candidates = tuple(
-            _Candidate(files[i][0], files[i][1].plateifu, files[i][1].versdap, files[i][1].daptype) for i in order
+            _Candidate(files[i][0], files[i][1].plateifu, files[i][1].versdap, files[i][1].daptype,
+                       labels.get(files[i][1].plateifu, "")) for i in order
         )
         mangaid = next((files[i][1].mangaid for i in order if files[i][1].mangaid), "")
         label = next((labels[c.plateifu] for c in candidates if labels.get(c.plateifu)), "")

@@ -97,7 +97,8 @@ def _convert_task(galaxy: _Galaxy, options: ConvertOptions | None = None) -> _Ou
     options = options or _WORKER_OPTIONS
     failed = []
     for position, candidate in enumerate(galaxy.candidates):
-        converted = _convert_file(candidate, galaxy.label, options)
+        # The converted observation's own label when it has one, else the galaxy's (another observation's).
+        converted = _convert_file(candidate, candidate.label or galaxy.label, options)
         if isinstance(converted, str):
             failed.append({"path": candidate.path, "reason": converted})
             continue

@@ -342,3 +342,15 @@ def test_real_files_get_their_published_central_classes(tmp_path):
     assert retired["class"] == "retired" and retired["whan_class"] in ("passive", "retired")
     assert retired["bpt_class"] in ("weak", "LINER") and float(retired["ew_ha"]) < 3
     assert float(retired["snr_hb_4862"]) < 3 < float(retired["snr_nii_6585"])
+
+
+def test_match_writes_nan_catalogue_values_as_unlabelled():
+    from astropy.table import Table
+
+    from ifskeras.discovery.labels import match_catalog
+
+    catalog = Table({"plateifu": ["1-1", "1-2"], "agn_frac": [0.5, float("nan")]})
+    galaxies = [{"plateifu": "1-1", "mangaid": ""}, {"plateifu": "1-2", "mangaid": ""}]
+    result = match_catalog(catalog, galaxies, key="plateifu", columns=["agn_frac"])
+    values = {row["plateifu"]: row["agn_frac"] for row in result.table.rows}
+    assert values == {"1-1": "0.5", "1-2": ""}

@@ -221,3 +221,28 @@ def test_patch_versions_of_one_dap_series_are_one_release(tmp_path):
         with_release(write_galaxy(maps / _name(plateifu), plateifu, seed=index), versdap=version)
     result = convert_maps([maps], tmp_path / "records", small_options())
     assert [(r["versdap"], r["galaxies"]) for r in result.manifest["releases"]] == [("3.1.0", 1), ("3.1.2dev", 1)]
+
+
+def test_refused_release_mix_leaves_an_existing_output_whole_even_with_overwrite(tmp_path):
+    maps, out = tmp_path / "maps", tmp_path / "records"
+    write_galaxy(maps / _name("7200-1901"), "7200-1901", seed=0)
+    convert_maps([maps], out, small_options())
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    with_release(write_galaxy(maps / _name("7201-1901"), "7201-1901", seed=1))
+    with pytest.raises(ConvertError, match="mix 2 DAP releases"):
+        convert_maps([maps], out, small_options(), overwrite=True)
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+
+
+def test_partial_downloads_are_not_inputs_and_merge_refuses_a_galaxy_twice(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    good = write_galaxy(first / _name("7300-1901"), "7300-1901", seed=0, mangaid="1-730000")
+    # A fetch killed mid-file leaves .NAME.part beside the files: never a MAPS input.
+    (first / f".{_name('7300-3701')}.part").write_bytes(good.read_bytes()[:5000])
+    result = convert_maps([first], tmp_path / "r1", small_options())
+    assert result.converted == 1 and result.failures == []
+    # The same galaxy observed again in another batch: merging would count it twice.
+    write_galaxy(second / _name("7301-3701"), "7301-3701", seed=1, mangaid="1-730000")
+    convert_maps([second], tmp_path / "r2", small_options())
+    with pytest.raises(Exception, match="MANGAID 1-730000"):
+        merge_records([tmp_path / "r1", tmp_path / "r2"], tmp_path / "merged")

@@ -329,3 +329,28 @@ def test_cli_fetch_lists_failures_exits_1_and_a_rerun_finishes(sas_server, sas_t
     assert sas_server.total_requests == 1
     assert "fetched 1 files" in rerun.output and "2 already there" in rerun.output
     assert _failures_csv(out) == []
+
+
+def test_a_second_fetch_into_the_same_directory_is_refused(sas_server, sas_tree, tmp_path):
+    import fcntl
+
+    out = tmp_path / "maps"
+    out.mkdir()
+    with open(out / ".fetch.lock", "a") as held:  # another run holds the directory
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(FetchError, match="another `ifskeras survey fetch`"):
+            fetch_files(_paths(sas_tree), out, _options(sas_server))
+    assert sas_server.total_requests == 0
+
+
+def test_a_damaged_file_is_kept_aside_when_its_download_fails(sas_server, sas_tree, tmp_path):
+    out = tmp_path / "maps"
+    galaxy = sas_tree.galaxies[0]
+    target = _target(out, galaxy)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not a gzip stream")
+    sas_server.inject(galaxy.path, Fault.not_found())
+    result = fetch_files([galaxy.path], out, _options(sas_server))
+    assert [outcome.status for outcome in result.outcomes] == ["failed"]
+    assert not target.exists()  # never passes for a good file ...
+    assert (out / f".{target.name}.damaged").read_bytes() == b"not a gzip stream"  # ... nor is it lost

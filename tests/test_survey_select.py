@@ -145,6 +145,15 @@ def test_one_cube_per_galaxy_prefers_the_largest_bundle_then_sn_then_plate(tmp_p
     assert len(all_cubes.rows) == 7
 
 
+def test_cubes_without_a_mangaid_are_each_a_galaxy_of_their_own(tmp_path):
+    drpall = write_drpall(tmp_path / "drpall.fits", [
+        drpall_row("8000-1901", ""), drpall_row("8000-1902", ""), drpall_row("8000-3701", "1-5"),
+    ])
+    selection = select_sample(drpall)
+    assert _plateifus(selection) == ["8000-1901", "8000-1902", "8000-3701"]
+    assert _removed(selection, "repeat observation") == 0
+
+
 def test_sample_rows_carry_the_catalogue_values_and_the_maps_path(tmp_path):
     drpall = write_drpall(tmp_path / "drpall.fits", [
         drpall_row("8143-3701", "1-338922", z=0.0412, nsa_z=0.05, nsa_elpetro_th50_r=6.5, nsa_elpetro_ba=0.73),

@@ -185,10 +185,15 @@ def read_redshifts(path: str | os.PathLike) -> dict[str, float]:
             redshifts: dict[str, float] = {}
             for line, row in enumerate(reader, start=2):
                 key = (row[fields["plateifu"]] or "").strip()
+                text = (row[column] or "").strip()
+                if not text:
+                    continue  # unknown z (as survey select writes it): that galaxy fails alone, "no redshift"
                 try:
-                    redshifts[key] = float(row[column])
-                except (TypeError, ValueError):
+                    value = float(text)
+                except ValueError:
                     raise LabelError(f"{path}, line {line}: z {row[column]!r} of {key} is not a number") from None
+                if np.isfinite(value):
+                    redshifts[key] = value
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise LabelError(f"{path}: cannot read the redshift CSV ({error})") from error
     return redshifts
@@ -355,7 +360,8 @@ def _split_inputs(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list
         if path.is_dir() and (path / _RECORDS_MANIFEST).is_file():
             records_dirs.append(path)
         elif path.is_dir():
-            found = [p for p in path.rglob(_MAPS_GLOB) if p.is_file()]
+            # Hidden files are partial downloads (survey fetch's .NAME.part), never inputs.
+            found = [p for p in path.rglob(_MAPS_GLOB) if p.is_file() and not p.name.startswith(".")]
             if not found:
                 failures.append({"path": str(path), "reason": f"no {_MAPS_GLOB} file and no {_RECORDS_MANIFEST}"})
             maps_paths.update(Path(os.path.abspath(p)) for p in found)
@@ -632,7 +638,8 @@ def _cell(column, index: int) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, (float, np.floating)):
-        return repr(float(value))
+        # NaN is a missing value, not a class called "nan".
+        return repr(float(value)) if np.isfinite(value) else ""
     if isinstance(value, (np.integer, np.bool_)):
         return str(value.item())
     return str(value).strip()

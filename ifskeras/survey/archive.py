@@ -572,12 +572,15 @@ def _tie_break_snr(drp: DrpCatalogue, dap: DapCatalogue | None, dap_rows: np.nda
 def _best_cube_per_galaxy(drp: DrpCatalogue, snr: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """True for the chosen cube of each MANGAID among ``keep`` (and for every cube not in ``keep``)."""
     candidates = np.flatnonzero(keep)
-    # lexsort sorts by the last key first: MANGAID, larger bundle, higher S/N, plate, IFU design.
+    # A cube without a MANGAID is a galaxy of its own, never a repeat of another blank one.
+    mangaid = np.asarray(drp.mangaid, dtype=str)
+    galaxy = np.where(np.char.strip(mangaid) != "", mangaid, np.char.add("plateifu:", np.asarray(drp.plateifu, dtype=str)))
+    # lexsort sorts by the last key first: galaxy, larger bundle, higher S/N, plate, IFU design.
     order = np.lexsort((drp.ifudesign[candidates], drp.plate[candidates], -snr[candidates],
-                        -drp.ifu_fibres[candidates], drp.mangaid[candidates]))
+                        -drp.ifu_fibres[candidates], galaxy[candidates]))
     ordered = candidates[order]
     first_of_galaxy = np.ones(len(ordered), dtype=bool)
-    first_of_galaxy[1:] = drp.mangaid[ordered][1:] != drp.mangaid[ordered][:-1]
+    first_of_galaxy[1:] = galaxy[ordered][1:] != galaxy[ordered][:-1]
     passes = ~keep
     passes[ordered[first_of_galaxy]] = True
     return passes

@@ -15,6 +15,10 @@ A file appears under its final name only when it is complete and checked:
   is a whole number of 2880-byte FITS blocks;
 - then it is fsynced and renamed into place.
 
+An existing file that fails its check is moved aside to ``out/.<name>.damaged`` before it is
+downloaded again, and removed once the new copy is in place (kept if the download fails).
+One fetch at a time writes into a directory (``out/.fetch.lock``); a second is refused.
+
 Connection errors, timeouts, cut connections, short or damaged bodies and HTTP 5xx/429
 are retried with exponential backoff; 404, 403 and other client errors are not. A failed
 file never stops the others: failures go to ``out/fetch_failures.csv`` (path, url,
@@ -67,6 +71,7 @@ DEFAULT_BASE_URL = "https://data.sdss.org/sas/"
 #: Written into the output directory: the files that failed in the last run.
 FAILURES_FILE = "fetch_failures.csv"
 #: Written into the output directory: what was fetched, sizes, checksums and when.
+LOCK_FILE = ".fetch.lock"
 MANIFEST_FILE = "fetch.json"
 MANIFEST_VERSION = 1
 
@@ -140,6 +145,11 @@ class FetchItem:
     def temporary(self) -> Path:
         """Where it is streamed before the checks (hidden, beside the target: the rename is atomic)."""
         return self.target.with_name(f".{self.target.name}.part")
+
+    @property
+    def set_aside(self) -> Path:
+        """Where an existing file judged damaged waits while it is downloaded again (kept if that fails)."""
+        return self.target.with_name(f".{self.target.name}.damaged")
 
 
 @dataclass(frozen=True)
@@ -456,8 +466,10 @@ class _Downloader:
                                           expected_bytes=expected_bytes)
             if not damaged:
                 return FetchOutcome(item, "present", bytes=item.target.stat().st_size)
-            # Gone before downloading: a damaged file must not pass for a good one if the download fails.
-            item.target.unlink()
+            # Moved aside before downloading: a damaged file must not pass for a good one if the
+            # download fails, and a good file misjudged as damaged is not lost (hidden names are
+            # never inputs of convert or label).
+            os.replace(item.target, item.set_aside)
         item.temporary.unlink(missing_ok=True)
         reason = ""
         attempts = 0
@@ -477,6 +489,7 @@ class _Downloader:
                 continue
             finally:
                 item.temporary.unlink(missing_ok=True)  # renamed away on success; partial otherwise
+            item.set_aside.unlink(missing_ok=True)
             return FetchOutcome(item, "fetched", bytes=size, sha256=sha256, attempts=attempts,
                                 replaced_damaged=damaged)
         return FetchOutcome(item, "failed", attempts=attempts, replaced_damaged=damaged,
@@ -584,6 +597,7 @@ def fetch_files(paths: Sequence[str], out_dir: str | os.PathLike, options: Fetch
     items = plan_downloads(paths, out_dir, options.base_url)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST_FILE
+    lock = _lock_directory(out_dir)  # two fetches into one directory would rename each other's partial files
     manifest = _read_manifest(manifest_path)
     recorded = manifest["files"]
     for item in items:
@@ -615,6 +629,8 @@ def fetch_files(paths: Sequence[str], out_dir: str | os.PathLike, options: Fetch
                 raise
     finally:
         downloader.close()
+        Path(lock.name).unlink(missing_ok=True)  # while still held, so no other run holds a lock on it
+        lock.close()
         done = tuple(outcomes[index] for index in sorted(outcomes))
         result = FetchResult(out_dir=out_dir, outcomes=done, seconds=time.perf_counter() - start,
                              failures_csv=out_dir / FAILURES_FILE, manifest_json=manifest_path,
@@ -634,6 +650,20 @@ def fetch_sample(csv_path: str | os.PathLike, out_dir: str | os.PathLike, option
     0
     """
     return fetch_files(read_sample_paths(csv_path), out_dir, options, progress=progress)
+
+
+def _lock_directory(out_dir: Path):
+    """An exclusive lock on ``out_dir/.fetch.lock`` for this run (released when the file closes)."""
+    import fcntl
+
+    stream = open(out_dir / LOCK_FILE, "a")
+    try:
+        fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        stream.close()
+        raise FetchError(f"{out_dir}: another `ifskeras survey fetch` is writing into this directory; "
+                         "wait for it to finish (a rerun then fetches only what is still missing)") from None
+    return stream
 
 
 def _recorded_bytes(recorded: dict, item: FetchItem) -> int | None:
