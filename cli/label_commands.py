@@ -8,13 +8,12 @@ No TensorFlow is imported.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130
+from ifskeras.cli.errors import EXIT_FAILURE, clean_errors, print_error
+
 _LISTED = 5
 
 label_app = typer.Typer(
@@ -23,27 +22,6 @@ label_app = typer.Typer(
     no_args_is_help=True,
 )
 
-
-def _error(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-
-
-@contextmanager
-def _clean_errors():
-    """Turn library errors into messages and exit codes, never tracebacks."""
-    from ifskeras.records.schema import RecordsError
-
-    try:
-        yield
-    except (RecordsError, ValueError) as error:
-        _error(str(error))
-        raise typer.Exit(EXIT_FAILURE) from None
-    except OSError as error:
-        _error(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}".strip())
-        raise typer.Exit(EXIT_FAILURE) from None
-    except KeyboardInterrupt:
-        _error("interrupted; the output was not written")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _examples(items: list[str]) -> str:
@@ -84,7 +62,7 @@ def bpt(
     """
     from ifskeras.discovery.labels import bpt_labels, read_redshifts, write_label_table
 
-    with _clean_errors():
+    with clean_errors("; the output was not written"):
         if radius_kpc is not None and redshifts is None:
             raise ValueError("--radius-kpc needs --redshifts CSV (columns plateifu, z)")
         if redshifts is not None and radius_kpc is None:
@@ -100,10 +78,10 @@ def bpt(
             typer.echo(f"skipped {len(table.duplicates)} repeated plate-IFU(s), e.g. {_examples(table.duplicates)}")
         _report_failures(table.failures, failures_csv)
     if not table.rows:
-        _error("no galaxy was labelled")
+        print_error("no galaxy was labelled")
         raise typer.Exit(EXIT_FAILURE)
     if strict and table.failures:
-        _error(f"{len(table.failures)} input(s) failed and --strict was given")
+        print_error(f"{len(table.failures)} input(s) failed and --strict was given")
         raise typer.Exit(EXIT_FAILURE)
 
 
@@ -128,7 +106,7 @@ def match(
     """
     from ifskeras.discovery.labels import match_catalog, read_catalog, survey_galaxies, write_label_table
 
-    with _clean_errors():
+    with clean_errors("; the output was not written"):
         if key not in ("plateifu", "mangaid"):
             raise ValueError(f"--key must be plateifu or mangaid. Received: {key!r}")
         table = read_catalog(catalog)
@@ -152,7 +130,7 @@ def match(
             typer.echo(f"{result.catalog_rows_without_key} catalogue rows have an empty {key}")
         _report_failures(failures, failures_csv)
     if not labels.rows:
-        _error(f"no survey galaxy matched the catalogue by {key}")
+        print_error(f"no survey galaxy matched the catalogue by {key}")
         raise typer.Exit(EXIT_FAILURE)
 
 

@@ -9,13 +9,12 @@ writes or fully verifies records.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130
+from ifskeras.cli.errors import EXIT_FAILURE, clean_errors, print_error
+
 _LISTED_FAILURES = 5
 
 records_app = typer.Typer(
@@ -24,28 +23,6 @@ records_app = typer.Typer(
     no_args_is_help=True,
 )
 
-
-def _error(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-
-
-@contextmanager
-def _clean_errors(hint_on_interrupt: str = ""):
-    """Turn library errors into messages and exit codes, never tracebacks."""
-    from ifskeras.survey.maps import MapsReadError
-    from ifskeras.records.schema import RecordsError
-
-    try:
-        yield
-    except (RecordsError, MapsReadError, ValueError, KeyError) as error:
-        _error(str(error).strip("'\"") if isinstance(error, KeyError) else str(error))
-        raise typer.Exit(EXIT_FAILURE) from None
-    except OSError as error:
-        _error(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}".strip())
-        raise typer.Exit(EXIT_FAILURE) from None
-    except KeyboardInterrupt:
-        _error(f"interrupted{hint_on_interrupt}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def convert(
@@ -88,7 +65,7 @@ def convert(
     from ifskeras.common.progress import counting_progress
     from ifskeras.records.convert import ConvertOptions, convert_maps
 
-    with _clean_errors(": rerun the same command with --resume to finish"):
+    with clean_errors(": rerun the same command with --resume to finish"):
         if compression not in ("none", "gzip"):
             raise ValueError(f"--compression must be none or gzip. Received: {compression!r}")
         options_kwargs = {"lines": tuple(_split_names(lines))} if lines.strip() else {}
@@ -122,10 +99,10 @@ def convert(
             if len(result.failures) > _LISTED_FAILURES:
                 typer.echo(f"  ... and {len(result.failures) - _LISTED_FAILURES} more")
     if totals["examples"] == 0:
-        _error("no galaxy was converted")
+        print_error("no galaxy was converted")
         raise typer.Exit(EXIT_FAILURE)
     if strict and result.failures:
-        _error(f"{len(result.failures)} input(s) failed and --strict was given")
+        print_error(f"{len(result.failures)} input(s) failed and --strict was given")
         raise typer.Exit(EXIT_FAILURE)
 
 
@@ -143,9 +120,9 @@ def inspect(
     from ifskeras.records.inspect import render_galaxy, summarize_records
 
     if (png is None) != (galaxy_id is None):
-        _error("--png and --id go together")
+        print_error("--png and --id go together")
         raise typer.Exit(2)
-    with _clean_errors():
+    with clean_errors():
         typer.echo(summarize_records(records_dir))
         if png is not None:
             typer.echo(f"wrote {render_galaxy(records_dir, galaxy_id, png)}")
@@ -164,7 +141,7 @@ def verify(
     _quiet_tensorflow_logs()
     from ifskeras.records.verify import verify_records
 
-    with _clean_errors():
+    with clean_errors():
         report = verify_records(records_dir, full=not quick)
     typer.echo(report.summary())
     if not report.ok:
@@ -186,7 +163,7 @@ def merge(
     """
     from ifskeras.records.merge import merge_records
 
-    with _clean_errors():
+    with clean_errors():
         manifest = merge_records(parts, out, transfer=transfer, allow_partial=allow_partial,
                                  allow_mixed_releases=allow_mixed_releases)
     counts = ", ".join(f"{split} {entry['examples']}" for split, entry in manifest["splits"].items())

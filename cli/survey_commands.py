@@ -9,16 +9,14 @@ Library errors become one-line messages on stderr and exit code 1; an interrupt 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ifskeras.cli.errors import EXIT_FAILURE, clean_errors, print_error
 from ifskeras.survey.fetch import DEFAULT_BASE_URL
 
-EXIT_FAILURE = 1
-EXIT_INTERRUPTED = 130
 _LISTED_FAILURES = 5
 _MEGABYTE = 1e6
 
@@ -28,25 +26,6 @@ survey_app = typer.Typer(
     no_args_is_help=True,
 )
 
-
-def _error(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-
-
-@contextmanager
-def _clean_errors(hint_on_interrupt: str = ""):
-    """Turn library errors into messages and exit codes, never tracebacks."""
-    try:
-        yield
-    except ValueError as error:  # CatalogueError, FetchError and bad option values
-        _error(str(error))
-        raise typer.Exit(EXIT_FAILURE) from None
-    except OSError as error:
-        _error(f"{getattr(error, 'filename', '') or ''} {error.strerror or error}".strip())
-        raise typer.Exit(EXIT_FAILURE) from None
-    except KeyboardInterrupt:
-        _error(f"interrupted{hint_on_interrupt}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 @survey_app.command("select")
@@ -82,7 +61,7 @@ def select(
     """
     from ifskeras.survey.archive import SelectionOptions, select_sample, write_sample_csv
 
-    with _clean_errors():
+    with clean_errors():
         options = SelectionOptions(release=release, daptype=daptype, targets=tuple(targets.split(",")),
                                    drop_critical=not keep_critical, z_min=z_min, z_max=z_max, ba_min=ba_min,
                                    one_per_galaxy=not all_cubes)
@@ -95,7 +74,7 @@ def select(
         typer.echo(f"  {cut.name:<{width}}  removed {cut.removed:>6}, {cut.remaining:>6} left")
     typer.echo(f"wrote {len(selection.rows)} cubes ({options.release}, {options.daptype}) to {out}")
     if not selection.rows:
-        _error("no cube passed the cuts")
+        print_error("no cube passed the cuts")
         raise typer.Exit(EXIT_FAILURE)
 
 
@@ -124,7 +103,7 @@ def fetch(
     from ifskeras.common.progress import counting_progress
     from ifskeras.survey.fetch import FetchOptions, fetch_sample
 
-    with _clean_errors(": rerun the same command to fetch the rest"):
+    with clean_errors(": rerun the same command to fetch the rest"):
         options = FetchOptions(base_url=base_url, jobs=jobs, retries=retries, timeout=timeout,
                                backoff=backoff, check=check)
         with counting_progress(not quiet, "downloading", unit="files") as progress:

@@ -59,7 +59,7 @@ from ifskeras import __version__
 from ifskeras.survey.lines import wavelength_of
 from ifskeras.survey.maps import MAX_ABS_FLUX
 from ifskeras.common.files import atomic_write_csv, atomic_write_json, sha256_file
-from ifskeras.records.inputs import _MAPS_GLOB, _load_labels, collect_inputs, peek_identity, peek_plateifu
+from ifskeras.records.inputs import _MAPS_GLOB, load_labels, collect_inputs, peek_identity, peek_plateifu
 from ifskeras.records.journal import _Journal, _prepare_out_dir, _reusable_shards
 from ifskeras.records.naming import SPLITS, parse_shard_filename
 from ifskeras.records.options import ConvertError, ConvertOptions, OutputExistsError, ShardWriteError
@@ -183,7 +183,7 @@ def convert_maps(
     if not paths:
         details = "; ".join(f"{p['path']}: {p['reason']}" for p in input_problems[:5])
         raise ConvertError(f"no MAPS files ({_MAPS_GLOB}) found in the inputs" + (f" ({details})" if details else ""))
-    labels = _load_labels(options.labels, options.label_column) if options.labels else {}
+    labels = load_labels(options.labels, options.label_column) if options.labels else {}
     # The plan first: its refusals (mixed releases) must leave an existing output untouched,
     # even with overwrite.
     plan = _make_plan(paths, input_problems, options, labels)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from ifskeras.survey.maps import MapsReadError, NotFitsError, read_maps
 from ifskeras.records.options import ConvertError, ConvertOptions
 
-__all__ = ["HeaderIdentity", "collect_inputs", "peek_identity", "peek_plateifu"]
+__all__ = ["HeaderIdentity", "collect_inputs", "load_labels", "peek_identity", "peek_plateifu"]
 
 _MAPS_GLOB = "*MAPS*.fits*"
 _MAX_HEADER_BLOCKS = 64
@@ -68,7 +68,12 @@ def _read_list_file(path: Path, problems: list[dict]) -> list[Path]:
     return [Path(entry) for entry in entries if entry and not entry.startswith("#")]
 
 
-def _load_labels(path: str, column: str) -> dict[str, str]:
+def load_labels(path: str | os.PathLike, column: str) -> dict[str, str]:
+    """plate-IFU -> label from a labels CSV (``plateifu`` and ``column``); ``ConvertError`` names the problem.
+
+    Used by ``convert --labels`` and by ``evaluate``/``report --labels``. A plate-IFU
+    listed twice with different labels is an error.
+    """
     try:
         with open(path, newline="") as stream:
             reader = csv.DictReader(stream)

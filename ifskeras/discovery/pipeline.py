@@ -56,20 +56,16 @@ def read_labels(table: dict, labels_csv: str | os.PathLike | None, label_column:
 
     Galaxies missing from the CSV get the empty label (unlabelled).
     """
+    from ifskeras.records.inputs import load_labels
+    from ifskeras.records.schema import RecordsError
+
     if labels_csv is None:
         return np.asarray(table["label"], dtype=str)
     try:
-        with open(labels_csv, newline="") as stream:
-            reader = csv.DictReader(stream)
-            fields = reader.fieldnames or []
-            if "plateifu" not in fields or label_column not in fields:
-                raise ScoringError(
-                    f"{labels_csv}: needs columns 'plateifu' and '{label_column}' (choose another with "
-                    f"--label-column); its columns are {fields}"
-                )
-            by_id = {(row["plateifu"] or "").strip(): (row[label_column] or "").strip() for row in reader}
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise ScoringError(f"{labels_csv}: cannot read the labels CSV ({error})") from error
+        by_id = load_labels(labels_csv, label_column)
+    except RecordsError as error:
+        hint = " (choose the label column with --label-column)" if "needs columns" in str(error) else ""
+        raise ScoringError(f"{error}{hint}") from error
     return np.asarray([by_id.get(str(i), "") for i in table["id"]], dtype=str)
 
 
