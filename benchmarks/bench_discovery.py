@@ -159,10 +159,14 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small surveys and 16 px maps (about 15 minutes)")
     parser.add_argument("--seeds", type=int, default=None, help="training seeds per model (default 3; quick 2)")
     parser.add_argument("--models", default=None, help="comma-separated: ae, vae (default both; quick: ae)")
-    parser.add_argument("--only", action="append", default=[], help="run only these variants")
+    parser.add_argument("--only", action="append", default=[], help="run only these variants, in this order")
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals")
     parser.add_argument("--fresh", action="store_true", help="discard cached surveys, records and runs")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of results/discovery.json")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads((common.RESULTS_DIR / "discovery.json").read_text())))
+        return 0
     common.quiet_tensorflow()
     mode = "quick" if args.quick else "full"
     args.seeds = args.seeds or (2 if args.quick else 3)
@@ -172,7 +176,12 @@ def main(argv=None) -> int:
         shutil.rmtree(root)
     started = time.perf_counter()
     results = {"mode": mode, "positive": list(POSITIVE), "negative": list(NEGATIVE), "variants": {}}
-    chosen = [v for v in variants(args.quick) if not args.only or v.name in args.only]
+    by_name = {v.name: v for v in variants(args.quick)}
+    unknown = [name for name in args.only if name not in by_name]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {list(by_name)}")
+    # In the order given, so the most informative variants can run first.
+    chosen = [by_name[name] for name in args.only] if args.only else list(by_name.values())
     for variant in chosen:
         work = root / variant.name
         common.log(f"--- {variant.name}: {variant.n} galaxies at {variant.size} px")
@@ -203,6 +212,37 @@ def _write(results: dict, started: float) -> None:
     results["rows"] = readme_rows(results)
     common.RESULTS_DIR.mkdir(exist_ok=True)
     (common.RESULTS_DIR / "discovery.json").write_text(json.dumps(results, indent=2))
+
+
+#: Columns of the Markdown table: the scores every run has, in the order the docs discuss them.
+TABLE_SCORES = ("rank_score", "anomaly_score", "chi2_score", "nelbo_score", "knn_score", "combined_score",
+                "pca_error", "isolation_forest", "random")
+
+
+def markdown_table(results: dict) -> str:
+    """AUROC per variant, model and score: mean over seeds, [min, max] over seeds, and the
+    first seed's 95% bootstrap interval; then rank_score's AP and the three conditions."""
+    head = ["variant", "model", *TABLE_SCORES, "rank_score AP", "rank_score conditions"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, entry in results["variants"].items():
+        for model, data in entry["models"].items():
+            cells = [name, model]
+            first = data["runs"][0]["scores"]
+            for score in TABLE_SCORES:
+                auroc = data["summary"].get(score, {}).get("auroc")
+                if auroc is None:
+                    cells.append("-")
+                    continue
+                interval = first[score]["auroc"]
+                cells.append(f"{auroc['mean']:.3f} [{auroc['min']:.3f}, {auroc['max']:.3f}] "
+                             f"(CI {interval['low']:.2f}-{interval['high']:.2f})")
+            ap = data["summary"].get("rank_score", {}).get("ap", {})
+            cells.append(f"{ap.get('mean', float('nan')):.3f}")
+            verdict = data["verdict"]
+            cells.append(", ".join(f"{key}: {'yes' if value else 'no'}" for key, value in verdict.items()
+                                   if key != "met"))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def readme_rows(results: dict) -> list[dict]:
