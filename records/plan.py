@@ -3,7 +3,7 @@
 Made from the header scan (:func:`ifskeras.records.inputs.peek_identity`, threads), the
 plan fixes:
 
-- **releases**: inputs of several DAP releases (``VERSDAP``, ``DAPTYPE``) are refused
+- **releases**: inputs of several DAP releases (``VERSDAP`` series major.minor, ``DAPTYPE``) are refused
   unless ``allow_mixed_releases``, before anything is written;
 - **galaxies**: files sharing a plate-IFU (copies) or a MANGAID (repeat observations)
   are one galaxy, converted once. Its files are ordered as *candidates*: observations by
