@@ -258,7 +258,8 @@ TABLE_SCORES = ("rank_score", "anomaly_score", "chi2_score", "nelbo_score", "knn
 def markdown_table(results: dict) -> str:
     """AUROC per variant, model and score: mean over seeds, [min, max] over seeds, and the
     first seed's 95% bootstrap interval; then rank_score's AP and the three conditions."""
-    head = ["variant", "model", *TABLE_SCORES, "rank_score AP", "rank_score mean over seeds", "rank_score conditions"]
+    head = ["variant", "model", *TABLE_SCORES, "rank_score AP", "isolation_forest AP", "rank_score mean over seeds",
+            "rank_score conditions"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, entry in results["variants"].items():
         for model, data in entry["models"].items():
@@ -272,8 +273,9 @@ def markdown_table(results: dict) -> str:
                 interval = first[score]["auroc"]
                 cells.append(f"{auroc['mean']:.3f} [{auroc['min']:.3f}, {auroc['max']:.3f}] "
                              f"(CI {interval['low']:.2f}-{interval['high']:.2f})")
-            ap = data["summary"].get("rank_score", {}).get("ap", {})
-            cells.append(f"{ap.get('mean', float('nan')):.3f}")
+            for score in ("rank_score", "isolation_forest"):
+                ap = data["summary"].get(score, {}).get("ap", {})
+                cells.append(f"{ap.get('mean', float('nan')):.3f}")
             ensemble = data.get("seed_ensemble", {}).get("auroc")
             cells.append("-" if not ensemble else
                          f"{ensemble['value']:.3f} (CI {ensemble['low']:.2f}-{ensemble['high']:.2f})")
