@@ -23,7 +23,6 @@ label_app = typer.Typer(
 )
 
 
-
 def _examples(items: list[str]) -> str:
     shown = ", ".join(items[:_LISTED])
     return shown + (", ..." if len(items) > _LISTED else "")

@@ -24,7 +24,6 @@ records_app = typer.Typer(
 )
 
 
-
 def convert(
     inputs: list[Path] = typer.Argument(
         ..., help="MAPS files, directories (searched recursively for *MAPS*.fits*) or text files listing paths."

@@ -27,7 +27,6 @@ survey_app = typer.Typer(
 )
 
 
-
 @survey_app.command("select")
 def select(
     drpall: Path = typer.Argument(
