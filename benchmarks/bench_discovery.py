@@ -1,7 +1,7 @@
 """Discovery benchmark: does the default ranking find AGN and blueberries on surveys it was not tuned on?
 
-    python benchmarks/bench_discovery.py            # full: 5 survey variants x AE/VAE x 3 seeds (about 70 minutes on 2 cores)
-    python benchmarks/bench_discovery.py --quick    # 5 variants, AE, 2 seeds, small surveys (~15 min)
+    python benchmarks/bench_discovery.py            # full: 5 survey variants x AE/VAE x 3 seeds (about 75 minutes on 2 cores)
+    python benchmarks/bench_discovery.py --quick    # 5 variants, AE, 2 seeds, small surveys (not timed end to end)
 
 For every survey variant: synth -> convert -> (for AE and VAE, for each training seed)
 fit -> score -> evaluate. Every score the scores directory holds (``rank_score``,

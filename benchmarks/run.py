@@ -30,7 +30,7 @@ BENCHMARKS = {
     "training": ("bench_training.py", ["--quick"], []),
     "scoring": ("bench_scoring.py", ["--quick"], []),
     "scale": ("bench_scale.py", ["--quick"], []),
-    # AUROC of the default ranking on survey variants it was not tuned on (about 70 minutes; quick: 15).
+    # AUROC of the default ranking on survey variants it was not tuned on (about 75 minutes).
     "discovery": ("bench_discovery.py", ["--quick"], []),
 }
 README = common.BENCH_DIR / "README.md"
