@@ -27,7 +27,7 @@ SECTION = "### From the archive to a report"
 CLASSES = ("SF", "Seyfert", "SF", "retired", "SF", "LINER", "SF", "Seyfert", "SF", "blueberry")
 N_GALAXIES = 20
 #: The README's sizes, shrunk for a 2-core test machine.
-SMALL_VALUES = {"--size": "16", "--jobs": "2", "--epochs": "2", "--batch-size": "4", "-k": "5"}
+SMALL_VALUES = {"--size": "16", "--jobs": "2", "--epochs": "1", "--batch-size": "4", "-k": "5"}
 README_GALAXY = "8143-3701"
 
 

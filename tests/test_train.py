@@ -139,6 +139,7 @@ def test_cli_errors_are_messages_not_tracebacks(tiny_records, tmp_path, monkeypa
     assert "Traceback" not in result.output
 
 
+@pytest.mark.long  # trains its own model: kept out of make test's 10 minutes
 def test_nan_loss_stops_with_last_good_checkpoint(tiny_records, tmp_path, monkeypatch):
     import ifskeras.learning.models as models
 

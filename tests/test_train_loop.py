@@ -114,6 +114,7 @@ def test_resume_applies_allowed_changes_and_refuses_others(trained_ae, tmp_path)
     assert provenance["resume_changes"] == result.resume_changes
 
 
+@pytest.mark.long  # a second fit or export of its own: kept out of make test's 10 minutes
 def test_resume_through_the_cli_reports_the_change(trained_ae, tmp_path):
     from typer.testing import CliRunner
 
@@ -131,6 +132,7 @@ def test_resume_through_the_cli_reports_the_change(trained_ae, tmp_path):
     assert f"resumed with train.epochs: {epochs} -> {epochs + 1}" in done.output
 
 
+@pytest.mark.long  # a second fit or export of its own: kept out of make test's 10 minutes
 def test_export_run_writes_a_savedmodel_equal_to_the_fit_export(trained_ae, tmp_path):
     import tensorflow as tf
 
