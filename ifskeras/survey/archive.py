@@ -36,6 +36,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from ifskeras.common.errors import FileProblemError
 from ifskeras.common.files import atomic_write_bytes
 
 __all__ = [
@@ -108,16 +109,8 @@ _ANY_TARGET = "any"
 _SNR_R_INDEX = 1
 
 
-class CatalogueError(ValueError):
+class CatalogueError(FileProblemError):
     """A DRPall or DAPall file cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):
-        return type(self), (self.path, self.problem)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ifskeras.common.errors import FileProblemError
 from ifskeras.survey.lines import DEFAULT_LINES, wavelength_of
 
 __all__ = [
@@ -48,17 +49,8 @@ _QUANTITIES = ("GFLUX", "SFLUX", "GEW", "SEW", "GVEL", "GSIGMA")
 _META_KEYS = ("DAPTYPE", "VERSDAP", "VERSDRP3", "DAPQUAL", "EBVGAL")
 
 
-class MapsReadError(ValueError):
+class MapsReadError(FileProblemError):
     """A MAPS file could not be read; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):
-        # Rebuilt from (path, problem), so the typed error survives pickling across processes.
-        return type(self), (self.path, self.problem)
 
 
 class NotFitsError(MapsReadError):
