@@ -35,6 +35,13 @@ def convert(
     lines: str = typer.Option("", "--lines", help="Comma-separated DAP line names (default: the paper's 19 lines)."),
     min_coverage: float = typer.Option(0.5, "--min-coverage", help="fit mode: an output pixel is valid when "
                                        "at least this fraction of its area is valid input."),
+    scale: str = typer.Option("bundle", "--scale", help="fit mode, what the grid spans: bundle (the covered "
+                              "square of the IFU bundle) or re (--re-span effective radii around the galaxy, "
+                              "from --radii: one size on the grid for every galaxy)."),
+    radii: Path = typer.Option(None, "--radii", "--drpall", help="--scale re: effective radii by plate-IFU: "
+                               "a DRPall file, a `survey select` sample, or a synthetic survey's catalog.csv."),
+    re_span: float = typer.Option(3.0, "--re-span", help="--scale re: effective radii across the grid "
+                                  "(3: out to 1.5 Re, the Primary sample's coverage)."),
     labels: Path = typer.Option(None, "--labels", help="CSV with columns plateifu and the label column."),
     label_column: str = typer.Option("class", "--label-column", help="Label column of --labels."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Fraction in the validation split (stable hash of the MANGAID, else plate-IFU)."),
@@ -74,7 +81,7 @@ def convert(
             compression=None if compression == "none" else compression, name=name,
             labels=str(labels) if labels else None, label_column=label_column,
             num_workers=num_workers, worker_index=worker_index, allow_mixed_releases=allow_mixed_releases,
-            **options_kwargs,
+            scale=scale, radii=str(radii) if radii else None, re_span=re_span, **options_kwargs,
         )
         with counting_progress(not quiet, "converting") as progress:
             result = convert_maps(inputs, out, options, jobs=jobs, resume=resume,

@@ -59,7 +59,7 @@ from ifskeras import __version__
 from ifskeras.survey.lines import wavelength_of
 from ifskeras.survey.maps import MAX_ABS_FLUX
 from ifskeras.common.files import atomic_write_csv, atomic_write_json, sha256_file
-from ifskeras.records.inputs import _MAPS_GLOB, load_labels, collect_inputs, peek_identity, peek_plateifu
+from ifskeras.records.inputs import _MAPS_GLOB, load_labels, load_radii, collect_inputs, peek_identity, peek_plateifu
 from ifskeras.records.journal import _Journal, _prepare_out_dir, _reusable_shards
 from ifskeras.records.naming import SPLITS, parse_shard_filename
 from ifskeras.records.options import ConvertError, ConvertOptions, OutputExistsError, ShardWriteError
@@ -184,9 +184,10 @@ def convert_maps(
         details = "; ".join(f"{p['path']}: {p['reason']}" for p in input_problems[:5])
         raise ConvertError(f"no MAPS files ({_MAPS_GLOB}) found in the inputs" + (f" ({details})" if details else ""))
     labels = load_labels(options.labels, options.label_column) if options.labels else {}
+    radii = load_radii(options.radii) if options.scale == "re" else {}
     # The plan first: its refusals (mixed releases) must leave an existing output untouched,
     # even with overwrite.
-    plan = _make_plan(paths, input_problems, options, labels)
+    plan = _make_plan(paths, input_problems, options, labels, radii)
     _prepare_out_dir(out, options, resume=resume, overwrite=overwrite)
 
     journal = _Journal(out)
@@ -290,6 +291,10 @@ def _finish(out: Path, plan: _Plan, options: ConvertOptions, entries: dict[str, 
             "reject_bits": list(options.reject_bits),
             "max_abs_flux": MAX_ABS_FLUX,
             "min_coverage": options.min_coverage if options.mode == "fit" else None,
+            # What the grid spans: the bundle, or re_span effective radii from the radii catalogue.
+            "scale": options.scale,
+            "re_span": options.re_span if options.scale == "re" else None,
+            "radii": str(options.radii) if options.scale == "re" else None,
             "module": "ifskeras.survey.preprocess",
         },
         "compression": options.compression,

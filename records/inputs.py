@@ -20,7 +20,7 @@ from typing import NamedTuple
 from ifskeras.survey.maps import MapsReadError, NotFitsError, read_maps
 from ifskeras.records.options import ConvertError, ConvertOptions
 
-__all__ = ["HeaderIdentity", "collect_inputs", "load_labels", "peek_identity", "peek_plateifu"]
+__all__ = ["HeaderIdentity", "collect_inputs", "load_labels", "load_radii", "peek_identity", "peek_plateifu"]
 
 _MAPS_GLOB = "*MAPS*.fits*"
 _MAX_HEADER_BLOCKS = 64
@@ -95,6 +95,23 @@ def load_labels(path: str | os.PathLike, column: str) -> dict[str, str]:
     if conflicts:
         raise ConvertError(f"{path}: conflicting labels for {sorted(set(conflicts))[:10]}")
     return labels
+
+
+def load_radii(path: str | os.PathLike) -> dict[str, float]:
+    """plate-IFU -> effective radius (arcsec) for ``convert --scale re``; ``ConvertError`` names the problem.
+
+    Any catalogue :func:`ifskeras.survey.archive.read_effective_radii` reads: a DRPall
+    file, a ``survey select`` sample, a synthetic survey's catalogue.
+    """
+    from ifskeras.survey.archive import CatalogueError, read_effective_radii
+
+    try:
+        radii = read_effective_radii(path)
+    except CatalogueError as error:
+        raise ConvertError(str(error)) from error
+    if not radii:
+        raise ConvertError(f"{path}: no plate-IFU with a known effective radius")
+    return radii
 
 
 # ----------------------------------------------------------------------------- header scan

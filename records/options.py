@@ -7,6 +7,7 @@ checked when created. The plan's fingerprint is made from them
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ifskeras.survey.lines import DEFAULT_LINES, LineSelectionError, select_lines
@@ -15,7 +16,10 @@ from ifskeras.survey.preprocess import DEFAULT_MIN_COVERAGE, MODES
 from ifskeras.records.naming import check_dataset_name
 from ifskeras.records.schema import RecordsError
 
-__all__ = ["ConvertOptions", "ConvertError", "OutputExistsError", "ShardWriteError"]
+__all__ = ["SCALES", "ConvertOptions", "ConvertError", "OutputExistsError", "ShardWriteError"]
+
+#: What the grid spans: the IFU bundle, or a fixed number of effective radii.
+SCALES = ("bundle", "re")
 
 
 class ConvertError(RecordsError):
@@ -64,6 +68,20 @@ class ConvertOptions:
     allow_mixed_releases : bool
         Accept inputs of several DAP releases (``VERSDAP``, ``DAPTYPE``) in one records
         directory. Refused by default: DR15 and DR17 fit the lines differently.
+    scale : {'bundle', 're'}
+        What the grid spans (``fit`` mode). ``bundle``: the covered square of the IFU
+        bundle, so a galaxy's size on the grid follows how many effective radii its
+        bundle reaches (1.5 or 2.5 in MaNGA's Primary and Secondary samples). ``re``:
+        ``re_span`` effective radii centred on the galaxy (its OBJRA/OBJDEC through the
+        maps' WCS), so every galaxy has one size on the grid and the bundle stops being a
+        nuisance signal; the grid beyond the bundle is invalid.
+    re_span : float
+        ``scale='re'``: effective radii across the grid (3: out to 1.5 Re, the Primary
+        sample's coverage).
+    radii : str, optional
+        ``scale='re'``: catalogue of effective radii by plate-IFU (DRPall, ``survey
+        select`` sample, synthetic catalogue: :func:`ifskeras.survey.archive.read_effective_radii`).
+        A galaxy missing from it fails with that reason.
     """
 
     size: int = 64
@@ -83,6 +101,9 @@ class ConvertOptions:
     num_workers: int = 1
     worker_index: int = 0
     allow_mixed_releases: bool = False
+    scale: str = "bundle"
+    re_span: float = 3.0
+    radii: str | None = None
 
     def __post_init__(self):
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
@@ -120,6 +141,16 @@ class ConvertOptions:
                 "need num_workers >= 1 and 0 <= worker_index < num_workers. "
                 f"Received: num_workers={self.num_workers}, worker_index={self.worker_index}"
             )
+
+        if self.scale not in SCALES:
+            raise ConvertError(f"scale must be one of {SCALES}. Received: {self.scale!r}")
+        if self.scale == "re":
+            if self.mode != "fit":
+                raise ConvertError("scale 're' resamples the maps: it needs mode 'fit'")
+            if not self.radii:
+                raise ConvertError("scale 're' needs a catalogue of effective radii (radii=, --radii DRPALL)")
+            if not (isinstance(self.re_span, (int, float)) and math.isfinite(self.re_span) and self.re_span > 0):
+                raise ConvertError(f"re_span must be a number > 0. Received: {self.re_span!r}")
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -50,6 +50,7 @@ class _Candidate(NamedTuple):
     versdap: str
     daptype: str
     label: str = ""  # the labels CSV's value for this plate-IFU, if any
+    re_arcsec: float = 0.0  # effective radius from ``options.radii`` (scale 're'); 0: unknown
 
 
 class _Galaxy(NamedTuple):
@@ -90,7 +91,7 @@ def bundle_fibres(plateifu: str, ifudsgn: str = "") -> int:
 
 
 def _make_plan(paths: list[Path], input_problems: list[dict], options: ConvertOptions,
-               labels: dict[str, str]) -> _Plan:
+               labels: dict[str, str], radii: dict[str, float] | None = None) -> _Plan:
     with ThreadPoolExecutor(_PEEK_THREADS) as pool:
         identities = list(pool.map(lambda path: _identify(path, options), paths))
     readable = [(str(path), identity) for path, (identity, _) in zip(paths, identities) if identity is not None]
@@ -102,7 +103,7 @@ def _make_plan(paths: list[Path], input_problems: list[dict], options: ConvertOp
     failures += [{"path": str(path), "reason": reason, "replaced_by": ""}
                  for path, (identity, reason) in zip(paths, identities) if identity is None and mine(path.name)]
     members = {split: [] for split in SPLITS}
-    for galaxy in _group_galaxies(readable, labels):
+    for galaxy in _group_galaxies(readable, labels, radii or {}):
         if mine(galaxy.key):
             members[split_of(galaxy.key, options.val_fraction, options.test_fraction)].append(galaxy)
 
@@ -138,7 +139,8 @@ def _make_plan(paths: list[Path], input_problems: list[dict], options: ConvertOp
     return plan
 
 
-def _group_galaxies(files: list[tuple[str, HeaderIdentity]], labels: dict[str, str]) -> list[_Galaxy]:
+def _group_galaxies(files: list[tuple[str, HeaderIdentity]], labels: dict[str, str],
+                    radii: dict[str, float] | None = None) -> list[_Galaxy]:
     """Files that share a plate-IFU or a MANGAID, as galaxies with their candidates in order.
 
     ``files`` are in sorted path order. Galaxies come out in the order of their first file.
@@ -171,7 +173,8 @@ def _group_galaxies(files: list[tuple[str, HeaderIdentity]], labels: dict[str, s
         order = sorted(members, key=lambda i: (-fibres[files[i][1].plateifu], files[i][1].plateifu, files[i][0]))
         candidates = tuple(
             _Candidate(files[i][0], files[i][1].plateifu, files[i][1].versdap, files[i][1].daptype,
-                       labels.get(files[i][1].plateifu, "")) for i in order
+                       labels.get(files[i][1].plateifu, ""), (radii or {}).get(files[i][1].plateifu, 0.0))
+            for i in order
         )
         mangaid = next((files[i][1].mangaid for i in order if files[i][1].mangaid), "")
         label = next((labels[c.plateifu] for c in candidates if labels.get(c.plateifu)), "")

@@ -63,7 +63,7 @@ DUPLICATES_NAME = "duplicates.csv"
 JOURNAL_NAME = "convert-journal.jsonl"
 INDEX_COLUMNS = (
     "id", "mangaid", "split", "shard", "record", "label", "ra", "dec",
-    "box_y0", "box_x0", "box_side", "spaxels_per_pixel", "path",
+    "box_y0", "box_x0", "box_side", "spaxels_per_pixel", "path", "re_arcsec",
 )
 #: ``replaced_by``: the copy or observation converted instead of this file ('' if none).
 FAILURES_COLUMNS = ("path", "reason", "replaced_by")

@@ -138,6 +138,7 @@ def _index_row(meta: dict, shard: _Shard, record: int) -> dict:
         "box_side": side,
         "spaxels_per_pixel": meta["spaxels_per_pixel"],
         "path": meta["path"],
+        "re_arcsec": meta.get("re_arcsec"),
         "unit": meta["unit"],
         "versdap": meta["versdap"],
         "daptype": meta["daptype"],

@@ -22,8 +22,10 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import numpy as np
+
 from ifskeras.survey.maps import MapsReadError, read_maps
-from ifskeras.survey.preprocess import PreprocessError, to_grid
+from ifskeras.survey.preprocess import PreprocessError, radius_box, to_grid
 from ifskeras.records.codec import encode_example
 from ifskeras.records.options import ConvertError, ConvertOptions
 from ifskeras.records.plan import _Candidate, _Galaxy, _Shard
@@ -34,15 +36,20 @@ __all__ = ["convert_galaxy"]
 _IN_FLIGHT_PER_JOB = 4
 
 
-def convert_galaxy(path: str, plateifu: str, label: str, options: ConvertOptions) -> tuple[bytes, dict]:
-    """Read, grid and encode one galaxy from one file; raises MapsReadError or PreprocessError."""
+def convert_galaxy(path: str, plateifu: str, label: str, options: ConvertOptions,
+                   re_arcsec: float = 0.0) -> tuple[bytes, dict]:
+    """Read, grid and encode one galaxy from one file; raises MapsReadError or PreprocessError.
+
+    ``re_arcsec``: the galaxy's effective radius, needed by ``options.scale == 're'``.
+    """
     maps = read_maps(path, options.lines, quantity=options.quantity, reject_bits=options.reject_bits)
     if maps.plateifu != plateifu:
         raise PreprocessError(f"plate-IFU {maps.plateifu!r} differs from the header scan ({plateifu!r})")
     if not maps.valid.any():
         raise PreprocessError("no valid pixel in any selected line")
+    box = _radius_box(maps, re_arcsec, options) if options.scale == "re" else None
     grid = to_grid(maps.flux, maps.ivar, maps.valid, options.size, mode=options.mode,
-                   min_coverage=options.min_coverage)
+                   min_coverage=options.min_coverage, box=box)
     blob = encode_example(plateifu, grid.flux, grid.ivar, grid.valid, label=label, ra=maps.ra, dec=maps.dec)
     meta = {
         "id": plateifu,
@@ -54,8 +61,20 @@ def convert_galaxy(path: str, plateifu: str, label: str, options: ConvertOptions
         "spaxels_per_pixel": grid.spaxels_per_pixel,
         "unit": maps.unit,
         "path": path,
+        "re_arcsec": re_arcsec if options.scale == "re" else None,
     }
     return blob, meta
+
+
+def _radius_box(maps, re_arcsec: float, options: ConvertOptions) -> tuple[float, float, float]:
+    """The square of ``options.re_span`` effective radii around the galaxy (scale 're')."""
+    if not re_arcsec > 0:
+        raise PreprocessError(f"no effective radius for plate-IFU {maps.plateifu} in {options.radii}")
+    if not np.isfinite(maps.spaxel_arcsec):
+        raise PreprocessError("no celestial WCS or OBJRA/OBJDEC in the file: cannot place the galaxy "
+                              "for --scale re")
+    centre_y, centre_x = maps.centre
+    return radius_box(centre_y, centre_x, re_arcsec / maps.spaxel_arcsec, options.re_span)
 
 
 _WORKER_OPTIONS: ConvertOptions | None = None
@@ -117,7 +136,7 @@ def _convert_task(galaxy: _Galaxy, options: ConvertOptions | None = None) -> _Ou
 def _convert_file(candidate: _Candidate, label: str, options: ConvertOptions) -> tuple[bytes, dict] | str:
     """``(blob, meta)``, or why the file cannot be converted."""
     try:
-        return convert_galaxy(candidate.path, candidate.plateifu, label, options)
+        return convert_galaxy(candidate.path, candidate.plateifu, label, options, candidate.re_arcsec)
     except MapsReadError as error:
         return error.problem
     except PreprocessError as error:
@@ -144,8 +163,8 @@ def _shard_task(out: str, shard: _Shard) -> dict:
 def _worker_pool(options: ConvertOptions, jobs: int, progress_queue=None) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
     # The server imports this module (the workers' code: reader, gridding, codec, shard
-    # writer) and astropy once; each worker forked from it starts with them loaded.
-    context.set_forkserver_preload([__name__, "astropy.io.fits"])
+    # writer) and astropy (FITS, WCS) once; each worker forked from it starts with them loaded.
+    context.set_forkserver_preload([__name__, "astropy.io.fits", "astropy.wcs"])
     return ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
                                initargs=(options, progress_queue))
 

@@ -57,6 +57,7 @@ __all__ = [
     "maps_path",
     "read_drpall",
     "read_dapall",
+    "read_effective_radii",
     "select_cubes",
     "select_sample",
     "write_sample_csv",
@@ -274,6 +275,96 @@ def read_drpall(path: str | os.PathLike) -> DrpCatalogue:
             drp3qual=columns.integers("drp3qual") if columns.has("drp3qual") else None,
             sn2=sn2,
         )
+
+
+#: Where a catalogue keeps the effective radius, in the order looked for: the sample written
+#: by ``survey select``, the DRPall (NSA elliptical Petrosian 50% light radius, r band).
+_RADIUS_COLUMNS = ("re_arcsec", "nsa_elpetro_th50_r")
+
+
+def read_effective_radii(path: str | os.PathLike) -> dict[str, float]:
+    """Effective radius in arcsec of each plate-IFU listed in a catalogue.
+
+    Read from a DRPall FITS file (``nsa_elpetro_th50_r``), a sample CSV written by
+    ``ifskeras survey select`` (``re_arcsec``), any FITS, CSV or ECSV table with
+    ``plateifu`` and one of those columns, or a synthetic survey's ``catalog.csv``/
+    ``catalog.fits`` (from ``map_size`` and ``size_factor``:
+    :func:`ifskeras.survey.synth.effective_radius_spaxels`, 0.5 arcsec spaxels).
+    Unknown radii (empty, NaN, <= 0, the catalogues' -9999) are left out.
+
+    Raises
+    ------
+    CatalogueError
+        The file is missing or unreadable, has no ``plateifu`` or radius column, or gives
+        one plate-IFU two different radii.
+    """
+    path = Path(path)
+    if _is_fits(path):
+        with _open_fits(path) as hdul:
+            reader = _ColumnReader(_drpall_table(hdul, path), path)
+            columns = {name: (reader.strings if name == "plateifu" else reader.floats)(name)
+                       for name in ("plateifu", *_RADIUS_COLUMNS, "map_size", "size_factor") if reader.has(name)}
+    else:
+        columns = _csv_columns(path)
+    if "plateifu" not in columns:
+        raise CatalogueError(path, "no 'plateifu' column")
+    radius_column = next((name for name in _RADIUS_COLUMNS if name in columns), None)
+    if radius_column is not None:
+        radii = np.asarray(columns[radius_column], dtype=np.float64)
+    elif "map_size" in columns and "size_factor" in columns:
+        from ifskeras.survey.synth.galaxy import effective_radius_spaxels
+
+        size = np.asarray(columns["map_size"], dtype=np.float64)
+        factor = np.asarray(columns["size_factor"], dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            radii = effective_radius_spaxels(size, factor) * _SYNTH_SPAXEL_ARCSEC
+    else:
+        raise CatalogueError(path, "no effective-radius column: expected one of "
+                                   f"{', '.join(_RADIUS_COLUMNS)}, or map_size and size_factor (a synthetic survey)")
+    found: dict[str, float] = {}
+    for plateifu, radius in zip(np.asarray(columns["plateifu"], dtype=str).tolist(), radii.tolist()):
+        plateifu = plateifu.strip()
+        if not plateifu or not np.isfinite(radius) or radius <= 0:
+            continue
+        if found.setdefault(plateifu, radius) != radius:
+            raise CatalogueError(path, f"plate-IFU {plateifu} has two effective radii ({found[plateifu]:g} and "
+                                       f"{radius:g} arcsec)")
+    return found
+
+
+_SYNTH_SPAXEL_ARCSEC = 0.5
+
+
+def _is_fits(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith((".fits", ".fits.gz", ".fit", ".fts"))
+
+
+def _csv_columns(path: Path) -> dict[str, list]:
+    """Columns of a CSV or ECSV file by lower-case name; numbers as floats (empty: NaN)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            lines = [line for line in stream if not line.startswith("#")]  # ECSV's header block
+    except FileNotFoundError:
+        raise CatalogueError(path, "file does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CatalogueError(path, f"cannot read ({type(error).__name__}: {error})") from error
+    rows = list(csv.DictReader(lines, delimiter=" " if lines and "," not in lines[0] else ","))
+    columns: dict[str, list] = {}
+    for name in (rows[0].keys() if rows else []):
+        key = str(name).strip().lower()
+        values = [row[name] for row in rows]
+        if key != "plateifu":
+            values = [_float_or_nan(value) for value in values]
+        columns[key] = values
+    return columns
+
+
+def _float_or_nan(text) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def read_dapall(path: str | os.PathLike, daptype: str) -> DapCatalogue:

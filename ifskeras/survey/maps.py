@@ -32,6 +32,7 @@ __all__ = [
     "MapsFormatError",
     "read_maps",
     "channel_names",
+    "sky_position",
 ]
 
 #: MANGA_DAPPIXMASK bit numbers.
@@ -85,6 +86,11 @@ class GalaxyMaps:
     unit: str = ""
     path: str = ""
     meta: dict = field(default_factory=dict)
+    #: The galaxy's position (OBJRA/OBJDEC) on the maps through their WCS, as ``(y, x)`` in
+    #: pixel coordinates where pixel ``i`` spans ``[i, i + 1)``; NaN without a usable WCS.
+    centre: tuple[float, float] = (float("nan"), float("nan"))
+    #: Spaxel side in arcsec from the WCS (0.5 for MaNGA); NaN without a usable WCS.
+    spaxel_arcsec: float = float("nan")
 
     @property
     def wavelengths(self) -> np.ndarray:
@@ -194,6 +200,7 @@ def read_maps(
             mangaid = str(primary.get("MANGAID", "")).strip()
             ra = _first_float(primary, ("OBJRA", "IFURA"))
             dec = _first_float(primary, ("OBJDEC", "IFUDEC"))
+            centre, spaxel_arcsec = sky_position(value_hdu.header, ra, dec)
             truncation = [str(w.message) for w in caught if "truncat" in str(w.message).lower()]
             if truncation:
                 raise NotFitsError(path, f"file is truncated ({truncation[0]})")
@@ -239,7 +246,39 @@ def read_maps(
         unit=unit,
         path=str(path),
         meta=meta,
+        centre=centre,
+        spaxel_arcsec=spaxel_arcsec,
     )
+
+
+def sky_position(header, ra: float, dec: float) -> tuple[tuple[float, float], float]:
+    """``((y, x), spaxel_arcsec)``: where ``(ra, dec)`` falls on a map with this header's WCS.
+
+    ``y, x`` are pixel coordinates with pixel ``i`` spanning ``[i, i + 1)`` (the
+    convention of :mod:`ifskeras.survey.preprocess`); everything is NaN when the header
+    has no celestial WCS or the position is unknown, so files without one still read.
+    """
+    nowhere = ((float("nan"), float("nan")), float("nan"))
+    if not (np.isfinite(ra) and np.isfinite(dec)):
+        return nowhere
+    from astropy.wcs import WCS  # deferred, as astropy.io.fits above
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FITSFixedWarning about date cards: harmless here
+            celestial = WCS(header).celestial
+            if celestial.naxis != 2:
+                return nowhere
+            x, y = celestial.world_to_pixel_values(ra, dec)
+            scales = celestial.proj_plane_pixel_scales()
+        spaxel = float(np.mean([getattr(value, "value", value) for value in scales])) * 3600.0
+    except Exception:  # a malformed WCS must not stop reading the maps
+        return nowhere
+    # world_to_pixel gives 0-based pixel centres; pixel i spans [i, i + 1) here.
+    centre = (float(y) + 0.5, float(x) + 0.5)
+    if not (np.isfinite(centre).all() and np.isfinite(spaxel) and spaxel > 0):
+        return nowhere
+    return centre, spaxel
 
 
 def _check_readable(path: Path):

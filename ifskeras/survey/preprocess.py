@@ -3,10 +3,13 @@
 Two modes:
 
 ``fit`` (default)
-    Crop to the bounding box of covered spaxels (valid in at least one line), make the
-    box square around its centre, and resample it to S x S with an area-weighted
-    average over *valid* input spaxels only, so invalid pixels never leak into valid
-    ones. For every output pixel ``j`` and line::
+    Crop to a square box and resample it to S x S with an area-weighted average over
+    *valid* input spaxels only, so invalid pixels never leak into valid ones. The box
+    is by default the bounding box of covered spaxels (valid in at least one line),
+    made square around its centre (:func:`covered_box`): the grid spans the IFU bundle.
+    A caller can give another box, e.g. a fixed number of effective radii around the
+    galaxy's centre (:func:`radius_box`), so that the galaxy, not the bundle, sets the
+    scale. For every output pixel ``j`` and line::
 
         A_j    = sum_i  w_ij                     (valid overlap area, input spaxels)
         flux_j = sum_i  w_ij f_i / A_j           (mean valid surface brightness)
@@ -50,6 +53,7 @@ __all__ = [
     "fit_to_grid",
     "pad_to_grid",
     "covered_box",
+    "radius_box",
     "overlap_matrix",
 ]
 
@@ -94,8 +98,12 @@ def to_grid(
     *,
     mode: str = "fit",
     min_coverage: float = DEFAULT_MIN_COVERAGE,
+    box: tuple[float, float, float] | None = None,
 ) -> GridMaps:
     """Put ``[L, H, W]`` maps on an S x S grid with ``mode`` ``'fit'`` or ``'pad'``.
+
+    ``box`` (``fit`` only): the square ``(y0, x0, side)`` to resample, in input pixel
+    coordinates; default :func:`covered_box`.
 
     Examples
     --------
@@ -108,7 +116,9 @@ def to_grid(
     if mode not in MODES:
         raise PreprocessError(f"mode must be one of {MODES}. Received: {mode!r}")
     if mode == "fit":
-        return fit_to_grid(flux, ivar, valid, size, min_coverage=min_coverage)
+        return fit_to_grid(flux, ivar, valid, size, min_coverage=min_coverage, box=box)
+    if box is not None:
+        raise PreprocessError("a box can only be given in 'fit' mode: 'pad' keeps the input pixels")
     return pad_to_grid(flux, ivar, valid, size)
 
 
@@ -119,12 +129,13 @@ def fit_to_grid(
     size: int = DEFAULT_SIZE,
     *,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
+    box: tuple[float, float, float] | None = None,
 ) -> GridMaps:
-    """Crop to the covered square and resample to S x S, area-weighted over valid pixels."""
+    """Resample the square ``box`` (default: the covered square) to S x S, area-weighted over valid pixels."""
     flux, ivar, valid = _check_inputs(flux, ivar, valid, size)
     if not 0 < min_coverage <= 1:
         raise PreprocessError(f"min_coverage must be in (0, 1]. Received: {min_coverage!r}")
-    y0, x0, side = covered_box(valid)
+    y0, x0, side = covered_box(valid) if box is None else _check_box(box)
     n_lines, height, width = flux.shape
     # float32 throughout: 2.5x faster than float64, and sums of at most a few hundred
     # overlaps lose nothing a float32 record could keep.
@@ -195,6 +206,39 @@ def covered_box(valid: np.ndarray) -> tuple[float, float, int]:
     y0 = (top + bottom - side) / 2
     x0 = (left + right - side) / 2
     return float(y0), float(x0), side
+
+
+def radius_box(centre_y: float, centre_x: float, radius: float, span: float) -> tuple[float, float, float]:
+    """Square ``(y0, x0, side)`` of side ``span * radius`` centred on ``(centre_y, centre_x)``.
+
+    Coordinates in input pixels, pixel ``i`` spanning ``[i, i + 1)`` (so the centre of
+    pixel ``i`` is ``i + 0.5``). With ``radius`` a galaxy's effective radius in spaxels,
+    the grid spans ``span`` effective radii whatever the IFU bundle; parts of the box
+    outside the map are invalid.
+
+    Examples
+    --------
+    >>> radius_box(21.5, 21.5, 4.0, 3.0)
+    (15.5, 15.5, 12.0)
+    """
+    values = (centre_y, centre_x, radius, span)
+    if not all(np.isfinite(values)) or not radius > 0 or not span > 0:
+        raise PreprocessError(
+            f"the box needs a finite centre and a radius and span > 0. Received: centre ({centre_y}, "
+            f"{centre_x}), radius {radius}, span {span}"
+        )
+    side = float(span) * float(radius)
+    return float(centre_y) - side / 2, float(centre_x) - side / 2, side
+
+
+def _check_box(box) -> tuple[float, float, float]:
+    try:
+        y0, x0, side = (float(value) for value in box)
+    except (TypeError, ValueError):
+        raise PreprocessError(f"box must be (y0, x0, side). Received: {box!r}") from None
+    if not (np.isfinite([y0, x0, side]).all() and side > 0):
+        raise PreprocessError(f"box must be finite with side > 0. Received: {box!r}")
+    return y0, x0, side
 
 
 def overlap_matrix(start: float, side: float, n_in: int, size: int) -> np.ndarray:

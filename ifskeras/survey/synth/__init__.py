@@ -48,7 +48,14 @@ Examples
 from __future__ import annotations
 
 from ifskeras.survey.synth.dapfile import SYNTH_VERSION, VARIANT_CARD, file_variant, maps_file_name, write_maps_file
-from ifskeras.survey.synth.galaxy import CLASSES, DEFAULT_VARIANT, VARIANTS, SyntheticGalaxy, make_galaxy
+from ifskeras.survey.synth.galaxy import (
+    CLASSES,
+    DEFAULT_VARIANT,
+    VARIANTS,
+    SyntheticGalaxy,
+    effective_radius_spaxels,
+    make_galaxy,
+)
 from ifskeras.survey.synth.instrument import IFU_MAP_SIZES, PLATE_IFU_FIBRES, PSF_FWHM_SPAXELS
 from ifskeras.survey.synth.physics import CASE_B_BALMER, CLASSIC_DOUBLET_RATIOS, DAP_TIED_LINES, DOUBLET_RATIOS
 from ifskeras.survey.synth.survey import (
@@ -87,6 +94,7 @@ __all__ = [
     "SyntheticGalaxy",
     "SurveySummary",
     "make_galaxy",
+    "effective_radius_spaxels",
     "write_maps_file",
     "make_survey",
     "maps_file_name",

@@ -49,7 +49,7 @@ from ifskeras.survey.synth.morphology import (
 )
 from ifskeras.survey.synth.physics import DOUBLET_RATIOS, _extinction_curve, _tied_lines
 
-__all__ = ["CLASSES", "VARIANTS", "DEFAULT_VARIANT", "SyntheticGalaxy", "make_galaxy"]
+__all__ = ["CLASSES", "VARIANTS", "DEFAULT_VARIANT", "SyntheticGalaxy", "make_galaxy", "effective_radius_spaxels"]
 
 #: Galaxy classes of a synthetic survey.
 CLASSES: tuple[str, ...] = ("SF", "composite", "Seyfert", "LINER", "retired", "blueberry")
@@ -207,6 +207,22 @@ def _reddened_and_blurred(components, attenuation: np.ndarray) -> np.ndarray:
     return _blur(sum(surface[None] * cube for surface, cube in components) * attenuation, _PSF_SIGMA)
 
 
+def effective_radius_spaxels(map_size: int, size_factor: float) -> float:
+    """Effective (half-light) radius, in spaxels, of a synthetic galaxy on a map of ``map_size``.
+
+    As in MaNGA's design, the bundle reaches ``size_factor`` effective radii (1.5 for the
+    Primary sample, 2.5 for the Secondary): the radius is the hexagonal bundle's inradius
+    over ``size_factor``. A survey's ``catalog.csv`` holds ``map_size`` and ``size_factor``.
+
+    Examples
+    --------
+    >>> round(float(effective_radius_spaxels(32, 1.5)), 3)
+    8.66
+    """
+    hex_radius = map_size / 2.0 - 1.0  # vertex to vertex: size - 2 spaxels, as in real files
+    return hex_radius * np.sqrt(3.0) / 2.0 / size_factor
+
+
 def make_galaxy(
     rng: np.random.Generator,
     galaxy_class: str,
@@ -311,7 +327,7 @@ def make_galaxy(
         position_angle = float(rng.uniform(0.0, 180.0))
     if size_factor is None:
         size_factor = 1.5 if rng.uniform() < 2.0 / 3.0 else 2.5
-    half_light = hex_radius * np.sqrt(3.0) / 2.0 / size_factor
+    half_light = effective_radius_spaxels(size, size_factor)
     geometry = _disc_geometry(
         dx, dy, inclination=inclination, position_angle=position_angle, half_light=half_light, thickness=thickness
     )
