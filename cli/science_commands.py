@@ -17,6 +17,10 @@ def score(
     model_dir: Path = typer.Argument(..., help="SavedModel written by `ifskeras fit` or `ifskeras export`."),
     records: Path = typer.Argument(..., help="Records directory written by `ifskeras convert`."),
     out: Path = typer.Option(..., "--out", "-o", help="Scores directory to write."),
+    models: Optional[list[Path]] = typer.Option(
+        None, "--model", help="Another SavedModel trained on the same lines and grid (e.g. another training "
+        "seed); repeat for more. With it the scores are an ensemble's: rank_score is the models' mean, "
+        "with rank_score_spread; latents, knn_score and UMAP are MODEL_DIR's."),
     split: Optional[list[str]] = typer.Option(None, "--split", help="Split(s) to score; default all."),
     batch_size: int = typer.Option(64, help="Galaxies per batch through the model."),
     k: int = typer.Option(10, "-k", help="Neighbours for the latent isolation score."),
@@ -28,13 +32,15 @@ def score(
     """Score galaxies with an exported model: anomaly score, per-line errors, latents, k-NN score, UMAP.
 
     Example: ifskeras score runs/vae1/model records/ --out scores/vae1
+
+    Ensemble of three seeds: ifskeras score runs/vae1/model records/ --out scores/vae --model runs/vae2/model --model runs/vae3/model
     """
     from ifskeras.records import RecordsError
     from ifskeras.discovery.score import ScoringError, score_records
 
     try:
         result = score_records(
-            model_dir, records, out, splits=tuple(split) if split else None, batch_size=batch_size, k=k,
+            [model_dir, *(models or [])], records, out, splits=tuple(split) if split else None, batch_size=batch_size, k=k,
             umap=not no_umap, seed=None if fast_umap else seed, progress=not quiet,
         )
     except (ScoringError, RecordsError) as error:

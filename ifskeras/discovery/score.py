@@ -13,6 +13,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def check_model_matches_records(metadata: dict, manifest, *, model_dir, records_
 
 
 def score_records(
-    model_dir: str | os.PathLike,
+    model_dir: str | os.PathLike | Sequence[str | os.PathLike],
     records_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
@@ -101,17 +102,28 @@ def score_records(
     them; ``scoring.json`` says which (``noise_aware_scores``). Percentiles are
     against the train split, as ``anomaly_percentile``.
 
+    ``model_dir`` may list several SavedModels trained on the same lines and grid (e.g.
+    training seeds): an ensemble. The records are read once and run through each.
+    ``rank_score`` is then the mean of the members' rank scores (each a z-score against
+    its own training galaxies, so they are comparable), with ``rank_score_spread``, their
+    standard deviation, beside it; ``anomaly_score``, the chi2 and nelbo scores and the
+    per-line errors are the members' means; latents, ``knn_score`` and UMAP are the first
+    model's (latent spaces of different trainings cannot be averaged).
+
     ``seed`` makes UMAP reproducible (and single-threaded); ``seed=None`` lets UMAP use
     every core.
     """
     from ifskeras.records import load_manifest, make_dataset, manifest_checksum, read_index, verify_records
     from ifskeras.survey.bpt import DEFAULT_APERTURE_RADIUS, RATIO_NAMES, central_line_ratios
 
-    model_dir, records_dir, out_dir = Path(model_dir), Path(records_dir), Path(out_dir)
-    loaded, metadata = load_model(model_dir)
+    model_dirs = _model_dirs(model_dir)
+    records_dir, out_dir = Path(records_dir), Path(out_dir)
+    members = [load_model(path) for path in model_dirs]
     manifest = load_manifest(records_dir)
     verify_records(records_dir, checksums=True).raise_if_failed()
-    check_model_matches_records(metadata, manifest, model_dir=model_dir, records_dir=records_dir)
+    for path, (_, member_metadata) in zip(model_dirs, members):
+        check_model_matches_records(member_metadata, manifest, model_dir=path, records_dir=records_dir)
+    model_dir, metadata = model_dirs[0], members[0][1]
     available = [name for name in ("train", "val", "test") if manifest.examples(name) > 0]
     splits = tuple(splits or available)
     empty = [name for name in splits if name not in available]
@@ -131,9 +143,8 @@ def score_records(
     mangaid_of = {row["id"]: (row.get("mangaid") or "").strip() for row in index_rows}
     total = sum(manifest.examples(name) for name in splits)
 
-    noise_aware = reads_ivar(metadata)
     columns: dict[str, list] = {"id": [], "split": [], "label": []}
-    outputs: dict[str, list] = {}
+    member_outputs: list[dict[str, list]] = [{} for _ in members]
     ratios = []
     started = time.perf_counter()
     with progress_bar(progress, "scoring", total) as bar:
@@ -141,8 +152,10 @@ def score_records(
             # ivar feeds the noise-aware scores (format 3) and the S/N cut of the central line ratios.
             dataset = make_dataset(records_dir, split, batch_size=batch_size, training=False, with_ivar=True)
             for batch in dataset:
-                for name, value in score_batch(loaded, batch, noise_aware=noise_aware).items():
-                    outputs.setdefault(name, []).append(value)
+                for (loaded, member_metadata), outputs in zip(members, member_outputs):
+                    scored = score_batch(loaded, batch, noise_aware=reads_ivar(member_metadata))
+                    for name, value in scored.items():
+                        outputs.setdefault(name, []).append(value)
                 n = int(batch["flux"].shape[0])
                 ids = [v.decode() for v in batch["id"].numpy()]
                 columns["id"].extend(ids)
@@ -154,16 +167,18 @@ def score_records(
                 bar.advance(n)
     seconds = time.perf_counter() - started
     n_galaxies = len(columns["id"])
-    outputs = {name: np.concatenate(values).astype(np.float64) for name, values in outputs.items()}
+    member_outputs = [{name: np.concatenate(values).astype(np.float64) for name, values in outputs.items()}
+                      for outputs in member_outputs]
+    outputs = _ensemble_mean(member_outputs)
     line_errors = outputs["line_error"]
-    latents = outputs["latent_mean"].astype(np.float32)
+    latents = member_outputs[0]["latent_mean"].astype(np.float32)
     ratios = {name: np.concatenate([r[name] for r in ratios]) for name in RATIO_NAMES}
     anomaly = outputs["anomaly_score"]
     split_array = np.asarray(columns["split"])
     reference = split_array == "train" if (split_array == "train").any() else np.ones(n_galaxies, bool)
 
     from ifskeras.discovery.neighbours import galaxy_groups, knn_latent_scores
-    from ifskeras.discovery.ranking import RANK_RULE, rank_scores
+    from ifskeras.discovery.ranking import RANK_RULE
     from ifskeras.survey.lines import tied_lines_among
 
     mangaids = [mangaid_of.get(galaxy, "") for galaxy in columns["id"]]
@@ -201,7 +216,7 @@ def score_records(
             table[f"chi2_{line}"] = outputs["chi2_per_line"][:, index]
     # The recommended ranking goes first among the scores (rule: ifskeras.discovery.ranking).
     excluded_lines = list(metadata.get("chi2_excluded_lines") or tied_lines_among(lines))
-    ranking = rank_scores(table, lines, reference, excluded_lines=excluded_lines)
+    ranking = _ensemble_ranking(member_outputs, lines, reference, excluded_lines)
     head = {name: table.pop(name) for name in ("id", "mangaid", "split", "label")}
     table = {**head, **ranking, **table}
     for index in range(latents.shape[1]):
@@ -211,12 +226,14 @@ def score_records(
 
     provenance = {
         "model_dir": str(model_dir.resolve()),
+        # Every model scored with (one: a single model; more: an ensemble, see score_records).
+        "model_dirs": [str(path.resolve()) for path in model_dirs],
         "records_dir": str(records_dir.resolve()),
         "records_manifest_sha256": manifest_checksum(records_dir),
         "model_metadata": {k: metadata[k] for k in ("lines", "size", "scaling", "softening", "latent_dim", "model_class")},
         "model_format_version": int(metadata.get("format_version", 1)),
         # Format-2 models have no ivar signature: their scores carry no chi2 or nelbo columns.
-        "noise_aware_scores": noise_aware,
+        "noise_aware_scores": "chi2_score" in outputs,
         "chi2_excluded_lines": list(metadata.get("chi2_excluded_lines", [])),
         "rank_rule": RANK_RULE,
         "rank_excluded_lines": excluded_lines,
@@ -232,6 +249,43 @@ def score_records(
         np.save(staging / LATENTS_NPY, latents)
         (staging / SCORING_JSON).write_text(json.dumps(provenance, indent=2))
     return ScoreResult(out_dir, n_galaxies, provenance["splits"], seconds, n_galaxies / max(seconds, 1e-9))
+
+
+def _model_dirs(model_dir) -> list[Path]:
+    paths = [model_dir] if isinstance(model_dir, (str, os.PathLike)) else list(model_dir)
+    if not paths:
+        raise ScoringError("no model to score with")
+    paths = [Path(path) for path in paths]
+    repeated = sorted({str(path) for path in paths if paths.count(path) > 1})
+    if repeated:
+        raise ScoringError(f"model(s) given twice: {', '.join(repeated)}; an ensemble needs distinct models")
+    return paths
+
+
+def _ensemble_mean(member_outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The members' mean of each output every member gives (a format-2 member drops chi2 and nelbo)."""
+    shared = set.intersection(*(set(outputs) for outputs in member_outputs))
+    return {name: np.mean([outputs[name] for outputs in member_outputs], axis=0) for name in sorted(shared)}
+
+
+def _ensemble_ranking(member_outputs: list[dict[str, np.ndarray]], lines: list[str], reference: np.ndarray,
+                      excluded_lines: list[str]) -> dict[str, np.ndarray]:
+    """Each member's ``rank_score``; for several, their mean (re-percentiled) and standard deviation."""
+    from ifskeras.discovery.ranking import rank_scores
+
+    rankings = []
+    for outputs in member_outputs:
+        noise_aware = "chi2_per_line" in outputs
+        per_line = outputs["chi2_per_line" if noise_aware else "line_error"]
+        prefix = "chi2_" if noise_aware else "err_"
+        table = {f"{prefix}{line}": per_line[:, index] for index, line in enumerate(lines)}
+        rankings.append(rank_scores(table, lines, reference, excluded_lines=excluded_lines))
+    if len(rankings) == 1:
+        return rankings[0]
+    member_scores = np.stack([ranking["rank_score"] for ranking in rankings])
+    score = member_scores.mean(axis=0)
+    return {"rank_score": score, "rank_percentile": _percentile_of(score, score[reference]),
+            "rank_score_spread": member_scores.std(axis=0)}
 
 
 def reads_ivar(metadata: dict) -> bool:
@@ -341,6 +395,8 @@ def _write_fits(path: Path, table: dict, *, lines: list[str]) -> None:
     if "nelbo_score" in out.colnames:
         out["nelbo_score"].description = "VAE negative ELBO (nats): expected NLL over valid pixels + KL"
     out["knn_score"].description = "mean latent distance to the k nearest training galaxies"
-    out["rank_score"].description = "recommended ranking: mean of the 3 highest per-line error percentiles"
+    out["rank_score"].description = "recommended ranking: mean of the 3 highest per-line robust z-scores of log chi2"
+    if "rank_score_spread" in out.colnames:
+        out["rank_score_spread"].description = "standard deviation of rank_score over the ensemble's models"
     out["rank_percentile"].description = "percentile of rank_score among the training galaxies"
     out.write(path, format="fits", overwrite=True)
