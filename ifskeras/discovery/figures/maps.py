@@ -80,9 +80,9 @@ def plot_gallery(
     residual_norm = AsinhNorm(linear_width=linear_width, vmin=-r_max, vmax=r_max)
     names = [pretty_line_name(name) for name in lines]
 
-    fig = new_figure((1.25 * n_lines + 2.0, 6.8))
-    top, bottom = fig.subfigures(2, 1, height_ratios=(3.0, 1.4))
-    axes = top.subplots(3, n_lines, squeeze=False)
+    width, height = 1.25 * n_lines + 2.0, 6.8
+    fig = new_figure((width, height), layout=None)
+    axes = _gallery_map_axes(fig, n_lines, width, height)
     rows = (("input", flux, flux_norm, "magma"), ("reconstruction", recon, flux_norm, "magma"),
             ("input \u2212 reconstruction", residual, residual_norm, "RdBu_r"))
     images = []
@@ -96,12 +96,13 @@ def plot_gallery(
                 ax.set_ylabel(row_name, fontsize=8)
         images.append(image)
     # Input and reconstruction share one colour scale, hence one colourbar across both rows.
-    for image, row_axes, aspect in ((images[0], axes[:2], 20), (images[2], axes[2], 10)):
-        colourbar = top.colorbar(image, ax=list(np.ravel(row_axes)), fraction=0.02, pad=0.01, aspect=aspect)
+    for image, (first, last) in ((images[0], (0, 1)), (images[2], (2, 2))):
+        colourbar = fig.colorbar(image, cax=_colourbar_axes(fig, axes[first, -1], axes[last, -1], width))
         _asinh_colourbar(colourbar, image.norm, linear_width, FLUX_UNIT_TWO_LINES)
     if title:
-        top.suptitle(title, fontsize=10)
-    ax = bottom.subplots()
+        fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+    ax = fig.add_axes((_GALLERY_LEFT / width, _GALLERY_BAR_BOTTOM / height,
+                       1 - (_GALLERY_LEFT + _GALLERY_RIGHT) / width, _GALLERY_BAR_HEIGHT / height))
     ax.bar(np.arange(n_lines), np.nan_to_num(line_error), color="#4c72b0")
     ax.set_xticks(np.arange(n_lines), names, rotation=45, ha="right", fontsize=8)
     ax.set_xlim(-0.6, n_lines - 0.4)
@@ -176,6 +177,33 @@ def plot_neighbours(
         else:
             colourbar.set_label(unit, fontsize=7)
     return save_png(fig, path)
+
+
+# The gallery's layout, in inches: margins for the row labels and bar-chart axis (left), the
+# colourbars and their labels (right), the title and line names (top), the rotated line names
+# under the bar chart (bottom).
+_GALLERY_LEFT, _GALLERY_RIGHT, _GALLERY_TOP = 0.75, 1.25, 0.6
+_GALLERY_GAP = 0.08  # between maps
+_GALLERY_BAR_BOTTOM, _GALLERY_BAR_HEIGHT = 0.95, 1.15
+
+
+def _gallery_map_axes(fig, n_lines: int, width: float, height: float) -> np.ndarray:
+    """A 3 x ``n_lines`` grid of square map axes under the title, placed by hand (no layout engine)."""
+    cell = (width - _GALLERY_LEFT - _GALLERY_RIGHT - (n_lines - 1) * _GALLERY_GAP) / n_lines
+    row_gap = 2.5 * _GALLERY_GAP
+    maps_height = 3 * cell + 2 * row_gap
+    grid = fig.add_gridspec(
+        3, n_lines, left=_GALLERY_LEFT / width, right=1 - _GALLERY_RIGHT / width,
+        top=1 - _GALLERY_TOP / height, bottom=1 - (_GALLERY_TOP + maps_height) / height,
+        wspace=_GALLERY_GAP / cell, hspace=row_gap / cell,
+    )
+    return grid.subplots(squeeze=False)
+
+
+def _colourbar_axes(fig, top_axes, bottom_axes, width: float):
+    """A thin axes right of the map rows from ``top_axes`` down to ``bottom_axes`` (last column)."""
+    upper, lower = top_axes.get_position(), bottom_axes.get_position()
+    return fig.add_axes((upper.x1 + 0.12 / width, lower.y0, 0.15 / width, upper.y1 - lower.y0))
 
 
 def _flux_limits(*samples: np.ndarray) -> dict[str, float]:

@@ -36,10 +36,15 @@ def class_colour(label: str, order: Sequence[str] = ()) -> str:
     return _EXTRA_COLOURS[position % len(_EXTRA_COLOURS)]
 
 
-def new_figure(size: tuple[float, float]):
+def new_figure(size: tuple[float, float], *, layout: str | None = "constrained"):
+    """A figure not tied to any GUI backend; ``layout=None`` for figures placed by hand.
+
+    Constrained layout measures every artist at each save: right for figures of a few
+    axes, but most of the time of a report's 60-axes galleries, which place their axes by hand.
+    """
     from matplotlib.figure import Figure
 
-    return Figure(figsize=size, dpi=DPI, layout="constrained")
+    return Figure(figsize=size, dpi=DPI, layout=layout)
 
 
 def save_png(fig, path: str | os.PathLike) -> Path:
