@@ -267,6 +267,31 @@ def test_ae_ivar_weighting_uses_propagated_errors(galaxies):
     np.testing.assert_allclose(losses["reconstruction_loss"], expected, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_tied_copies_can_be_left_out_of_the_loss(kind, galaxies):
+    flux, ivar, valid = galaxies
+    lines = ["OIII-4960", "OIII-5008", "Ha-6564"]  # [OIII]4960 is the DAP's tied copy of 5008
+    config = ModelConfig(kind=kind, tied_lines_in_loss=False, **TINY)
+    model = build_model(config, num_lines=LINES, size=SIZE, lines=lines)
+    assert model.loss_line_mask == (0.0, 1.0, 1.0)
+    counted = valid.numpy() * np.array([0.0, 1.0, 1.0]).reshape(1, LINES, 1, 1, 1)
+    losses = model.per_example_losses(flux, ivar, valid, training=False)
+    flux = flux * valid
+    residual = model.scale_flux(flux).numpy() - model(flux).numpy()
+    if kind == "ae":
+        expected = (residual**2 * counted).sum(axis=(1, 2, 3, 4)) / counted.sum(axis=(1, 2, 3, 4))
+    else:
+        sigma = model.likelihood_line_scale().numpy().reshape(1, LINES, 1, 1, 1)
+        nll = 0.5 * (residual / sigma) ** 2 + np.log(sigma) + 0.5 * np.log(2 * np.pi)
+        expected = (nll * counted).sum(axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(losses["reconstruction_loss"], expected, rtol=1e-4)
+    # Scores still read every line, and the setting survives a save.
+    assert model.score(flux, valid)["line_error"].shape == (BATCH, LINES)
+    assert type(model).from_config(model.get_config()).loss_line_mask == (0.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="needs the model's line names"):
+        build_model(config, num_lines=LINES, size=SIZE)
+
+
 def test_kl_matches_closed_form():
     mean = np.array([[0.0, 0.0], [1.0, -2.0], [0.3, 0.1]], np.float32)
     log_var = np.array([[0.0, 0.0], [0.5, -1.0], [-3.0, 2.0]], np.float32)

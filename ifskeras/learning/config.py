@@ -64,6 +64,10 @@ class ModelConfig:
     beta: float = 1.0
     kl_warmup_epochs: int = 5
     ivar_weighting: bool = False
+    #: Whether the training loss counts the DAP's tied doublet copies ([OIII]4960, [NII]6549,
+    #: [OI]6365: fixed multiples of their partners in real files). The encoder always reads
+    #: all lines; false leaves the copies out of the reconstruction loss only.
+    tied_lines_in_loss: bool = True
 
     def __post_init__(self):
         _check_choice("kind", self.kind, MODEL_KINDS)

@@ -188,7 +188,7 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, exclud
             raise ExportError(f"{run_dir}: no model.keras and no best.weights.h5; train at least one epoch first")
         config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
         num_lines, size = provenance["shape"][0], provenance["shape"][1]
-        model = build_model(config.model, num_lines=num_lines, size=size)
+        model = build_model(config.model, num_lines=num_lines, size=size, lines=provenance.get("lines"))
         model(tf.zeros([1, num_lines, size, size, 1]), training=False)
         model.load_weights(str(weights))
     # The same metadata as the export at the end of ``fit``: records and the run's config.

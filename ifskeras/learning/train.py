@@ -162,7 +162,7 @@ def fit(
     keras.mixed_precision.set_global_policy(train_cfg.precision)
     try:
         with info.strategy.scope():
-            model = build_model(model_cfg, num_lines=num_lines, size=size)
+            model = build_model(model_cfg, num_lines=num_lines, size=size, lines=list(manifest.lines))
             model(tf.zeros([1, num_lines, size, size, 1]), training=False)
             augment = GalaxyAugment.from_augment_config(config.augment)
             optimizer = keras.optimizers.Adam(learning_rate=_learning_rate_schedule(train_cfg, steps_per_epoch))

@@ -42,7 +42,7 @@ __all__ = [
 _MODEL_CLASSES = {"ae": ConvLSTMAutoencoder, "vae": ConvLSTMVAE}
 
 
-def build_model(config, *, num_lines: int, size: int) -> ConvLSTMAutoencoder | ConvLSTMVAE:
+def build_model(config, *, num_lines: int, size: int, lines=None) -> ConvLSTMAutoencoder | ConvLSTMVAE:
     """The model a :class:`ifskeras.learning.config.ModelConfig` describes, for L lines of S x S maps.
 
     Parameters
@@ -52,6 +52,9 @@ def build_model(config, *, num_lines: int, size: int) -> ConvLSTMAutoencoder | C
         (``"vae"``); the other fields become constructor arguments.
     num_lines, size : int
         L and S of the inputs; ``size`` must be a multiple of ``2**len(config.filters)``.
+    lines : sequence of str, optional
+        The L line names; needed when ``config.tied_lines_in_loss`` is false, to find the
+        tied doublet copies the loss leaves out.
 
     Examples
     --------
@@ -60,6 +63,14 @@ def build_model(config, *, num_lines: int, size: int) -> ConvLSTMAutoencoder | C
     """
     if config.kind not in _MODEL_CLASSES:
         raise ValueError(f"config.kind must be one of {tuple(_MODEL_CLASSES)}. Received: kind={config.kind!r}")
+    loss_line_mask = None
+    if not getattr(config, "tied_lines_in_loss", True):
+        if lines is None or len(lines) != num_lines:
+            raise ValueError("tied_lines_in_loss=False needs the model's line names (lines=) to find the tied copies")
+        from ifskeras.survey.lines import tied_lines_among
+
+        tied = tied_lines_among(lines)
+        loss_line_mask = [0.0 if line in tied else 1.0 for line in lines]
     return _MODEL_CLASSES[config.kind](
         num_lines=num_lines,
         size=size,
@@ -70,5 +81,6 @@ def build_model(config, *, num_lines: int, size: int) -> ConvLSTMAutoencoder | C
         softening=config.softening,
         ivar_weighting=config.ivar_weighting,
         beta=config.beta,
+        loss_line_mask=loss_line_mask,
         name=f"convlstm_{config.kind}",
     )

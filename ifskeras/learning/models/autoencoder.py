@@ -79,6 +79,7 @@ class ConvLSTMAutoencoder(keras.Model):
         softening: float = 0.1,
         ivar_weighting: bool = False,
         beta: float = 1.0,
+        loss_line_mask=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -92,6 +93,12 @@ class ConvLSTMAutoencoder(keras.Model):
         self.latent_dim = int(latent_dim)
         self.kernel_size = int(kernel_size)
         self.ivar_weighting = bool(ivar_weighting)
+        # Lines the training loss counts (1) or leaves out (0); None: every line.
+        self.loss_line_mask = None if loss_line_mask is None else tuple(float(v) for v in loss_line_mask)
+        if self.loss_line_mask is not None and (len(self.loss_line_mask) != self.num_lines
+                                                or not any(self.loss_line_mask)):
+            raise ValueError(f"loss_line_mask must have {self.num_lines} values, not all 0. "
+                             f"Received: {loss_line_mask!r}")
         self.flux_scaling = FluxScaling(scaling, softening, name="flux_scaling")
         self.scaling = self.flux_scaling.kind
         self.softening = self.flux_scaling.softening
@@ -130,6 +137,7 @@ class ConvLSTMAutoencoder(keras.Model):
             "softening": self.softening,
             "ivar_weighting": self.ivar_weighting,
             "beta": self.initial_beta,
+            "loss_line_mask": None if self.loss_line_mask is None else list(self.loss_line_mask),
         }
 
     @classmethod
@@ -212,7 +220,10 @@ class ConvLSTMAutoencoder(keras.Model):
         target = self.scale_flux(flux)
         encoded = self._encode_scaled(target, training)
         reconstruction = self._decode(self._latent(encoded, training=training, seed=seed), training)
-        losses = {"reconstruction_loss": self._reconstruction_loss(target, reconstruction, flux, ivar, valid)}
+        loss_valid = valid
+        if self.loss_line_mask is not None:
+            loss_valid = valid * tf.reshape(tf.constant(self.loss_line_mask, tf.float32), (1, -1, 1, 1, 1))
+        losses = {"reconstruction_loss": self._reconstruction_loss(target, reconstruction, flux, ivar, loss_valid)}
         losses.update(self._regularisation_losses(encoded))
         losses["loss"] = self._total_loss(losses)
         return losses
