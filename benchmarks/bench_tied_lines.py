@@ -46,8 +46,10 @@ def train_and_score(records: Path, work: Path, seed: int, tied_in_loss: bool) ->
     from ifskeras.learning.train import fit
 
     settings = bench_discovery.fit_settings(False)
-    name = f"ae-{'tied' if tied_in_loss else 'untied'}-seed{seed}"
-    run, scores = work / name / "run", work / name / "scores"
+    # The default runs are the development runs rank_score was chosen with (reused when
+    # present); scores are made afresh by the current code for both settings.
+    name = f"ae-seed{seed}" if tied_in_loss else f"ae-untied-seed{seed}"
+    run, scores = work / name / "run", work / name / "scores-now"
     if not (run / "model" / "saved_model.pb").exists():
         config = RunConfig().override(
             model={"kind": "ae", "latent_dim": settings["latent_dim"], "filters": settings["filters"],

@@ -171,9 +171,13 @@ def _group_galaxies(files: list[tuple[str, HeaderIdentity]], labels: dict[str, s
             fibres[identity.plateifu] = max(fibres.get(identity.plateifu, 0),
                                             bundle_fibres(identity.plateifu, identity.ifudsgn))
         order = sorted(members, key=lambda i: (-fibres[files[i][1].plateifu], files[i][1].plateifu, files[i][0]))
+        radii = radii or {}
+        # A galaxy has one effective radius: an observation the catalogue does not list (e.g. a
+        # repeat left out of a `survey select` sample) takes that of another observation.
+        galaxy_radius = next((radii[files[i][1].plateifu] for i in order if files[i][1].plateifu in radii), 0.0)
         candidates = tuple(
             _Candidate(files[i][0], files[i][1].plateifu, files[i][1].versdap, files[i][1].daptype,
-                       labels.get(files[i][1].plateifu, ""), (radii or {}).get(files[i][1].plateifu, 0.0))
+                       labels.get(files[i][1].plateifu, ""), radii.get(files[i][1].plateifu, galaxy_radius))
             for i in order
         )
         mangaid = next((files[i][1].mangaid for i in order if files[i][1].mangaid), "")

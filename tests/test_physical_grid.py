@@ -111,6 +111,22 @@ def test_a_galaxy_without_a_radius_fails_with_its_reason_and_the_rest_converts(t
     assert missing in failure["path"] and f"no effective radius for plate-IFU {missing}" in failure["reason"]
 
 
+def test_a_repeat_observation_takes_its_galaxys_radius(tmp_path):
+    # One galaxy (MANGAID 1-7) seen with 61 and 19 fibres; the catalogue lists only the small cube,
+    # as a `survey select` sample keeps one cube per galaxy.
+    (tmp_path / "maps").mkdir()
+    for plateifu, fibres in (("8001-6101", 61), ("8002-1901", 19)):
+        galaxy = make_galaxy(np.random.default_rng(fibres), "SF", ifu_fibres=fibres, defects=False)
+        write_maps_file(tmp_path / "maps" / f"manga-{plateifu}-MAPS-HYB10-GAU-MILESHC.fits.gz", galaxy,
+                        plateifu=plateifu, mangaid="1-7", ra=150.0, dec=2.0)
+    radii = _write_radii(tmp_path / "radii.csv", [{"plateifu": "8002-1901", "re_arcsec": 5.0}])
+    result = convert_maps([tmp_path / "maps"], tmp_path / "records",
+                          ConvertOptions(size=SIZE, scale="re", radii=str(radii)))
+    assert result.converted == 1 and not result.failures
+    [row] = read_index(tmp_path / "records")
+    assert row["id"] == "8001-6101" and float(row["re_arcsec"]) == 5.0  # the larger bundle, the galaxy's radius
+
+
 def test_re_scale_options_are_checked():
     with pytest.raises(ConvertError, match="needs a catalogue"):
         ConvertOptions(scale="re")

@@ -280,6 +280,8 @@ def read_drpall(path: str | os.PathLike) -> DrpCatalogue:
 #: Where a catalogue keeps the effective radius, in the order looked for: the sample written
 #: by ``survey select``, the DRPall (NSA elliptical Petrosian 50% light radius, r band).
 _RADIUS_COLUMNS = ("re_arcsec", "nsa_elpetro_th50_r")
+#: Spaxel side of the synthetic surveys' maps (as MaNGA's), arcsec.
+_SYNTH_SPAXEL_ARCSEC = 0.5
 
 
 def read_effective_radii(path: str | os.PathLike) -> dict[str, float]:
@@ -330,9 +332,6 @@ def read_effective_radii(path: str | os.PathLike) -> dict[str, float]:
             raise CatalogueError(path, f"plate-IFU {plateifu} has two effective radii ({found[plateifu]:g} and "
                                        f"{radius:g} arcsec)")
     return found
-
-
-_SYNTH_SPAXEL_ARCSEC = 0.5
 
 
 def _is_fits(path: Path) -> bool:
