@@ -90,17 +90,24 @@ def make_records(variant: Variant, work: Path) -> Path:
     return records
 
 
-def train_and_score(records: Path, work: Path, model: str, seed: int, settings: dict) -> Path:
+def train_and_score(records: Path, work: Path, model: str, seed: int, settings: dict, *,
+                    name: str | None = None, scores_name: str = "scores", model_options: dict | None = None) -> Path:
+    """Train (unless ``work/NAME/run`` holds a model) and score; returns the scores directory.
+
+    ``name`` defaults to ``MODEL-seedSEED``; ``model_options`` are extra ``[model]`` fields.
+    """
     import keras
 
     from ifskeras.discovery.score import score_records
     from ifskeras.learning.config import RunConfig
     from ifskeras.learning.train import fit
 
-    run, scores = work / f"{model}-seed{seed}" / "run", work / f"{model}-seed{seed}" / "scores"
+    name = name or f"{model}-seed{seed}"
+    run, scores = work / name / "run", work / name / scores_name
     if not (run / "model" / "saved_model.pb").exists():
         config = RunConfig().override(
-            model={"kind": model, "latent_dim": settings["latent_dim"], "filters": settings["filters"]},
+            model={"kind": model, "latent_dim": settings["latent_dim"], "filters": settings["filters"],
+                   **(model_options or {})},
             train={"epochs": settings["epochs"], "batch_size": settings["batch_size"], "seed": seed,
                    "early_stopping_patience": 0},
         )

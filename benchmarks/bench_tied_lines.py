@@ -39,29 +39,13 @@ SCORES = ("rank_score", "chi2_score", "anomaly_score")
 
 
 def train_and_score(records: Path, work: Path, seed: int, tied_in_loss: bool) -> Path:
-    import keras
-
-    from ifskeras.discovery.score import score_records
-    from ifskeras.learning.config import RunConfig
-    from ifskeras.learning.train import fit
-
-    settings = bench_discovery.fit_settings(False)
     # The default runs are the development runs rank_score was chosen with (reused when
     # present); scores are made afresh by the current code for both settings.
-    name = f"ae-seed{seed}" if tied_in_loss else f"ae-untied-seed{seed}"
-    run, scores = work / name / "run", work / name / "scores-now"
-    if not (run / "model" / "saved_model.pb").exists():
-        config = RunConfig().override(
-            model={"kind": "ae", "latent_dim": settings["latent_dim"], "filters": settings["filters"],
-                   "tied_lines_in_loss": tied_in_loss},
-            train={"epochs": settings["epochs"], "batch_size": settings["batch_size"], "seed": seed,
-                   "early_stopping_patience": 0},
-        )
-        fit(records, run, config, overwrite=True, progress=False)
-        keras.backend.clear_session()
-    if not (scores / "scores.csv").exists():
-        score_records(run / "model", records, scores, seed=seed, umap=False, progress=False)
-    return scores
+    return bench_discovery.train_and_score(
+        records, work, "ae", seed, bench_discovery.fit_settings(False),
+        name=f"ae-seed{seed}" if tied_in_loss else f"ae-untied-seed{seed}", scores_name="scores-now",
+        model_options={"tied_lines_in_loss": tied_in_loss},
+    )
 
 
 def main() -> None:
