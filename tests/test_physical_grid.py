@@ -192,3 +192,18 @@ def test_real_files_place_the_galaxy_through_their_wcs(path):
     assert maps.spaxel_arcsec == pytest.approx(0.5, rel=1e-3)
     assert np.allclose(maps.centre, size / 2 + 0.5, atol=0.1)
     assert sky_position({}, 10.0, 10.0)[1] != sky_position({}, 10.0, 10.0)[1]  # no WCS: NaN, no error
+
+
+@pytest.mark.skipif(not REAL_FILES, reason="real MaNGA files in ../shared/data are absent")
+def test_real_files_convert_on_the_re_grid(tmp_path):
+    radii = _write_radii(tmp_path / "radii.csv", [{"plateifu": path.name.split("-")[1] + "-" + path.name.split("-")[2],
+                                                   "re_arcsec": 4.0} for path in REAL_FILES])
+    result = convert_maps(REAL_FILES, tmp_path / "records",
+                          ConvertOptions(size=SIZE, scale="re", radii=str(radii)))
+    assert result.converted == len(REAL_FILES) and not result.failures
+    for row in read_index(tmp_path / "records"):
+        centre = read_maps(row["path"]).centre
+        side = float(row["box_side"])
+        assert side == pytest.approx(3 * 4.0 / 0.5, rel=1e-5)
+        assert float(row["box_y0"]) + side / 2 == pytest.approx(centre[0])
+        assert float(row["box_x0"]) + side / 2 == pytest.approx(centre[1])
