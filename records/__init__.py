@@ -40,6 +40,7 @@ _EXPORTS = {
     "load_manifest": "schema",
     "manifest_checksum": "schema",
     "read_index": "schema",
+    "records_grid": "schema",
     # examples
     "encode_example": "codec",
     "decode_galaxy": "codec",

@@ -294,7 +294,8 @@ def _finish(out: Path, plan: _Plan, options: ConvertOptions, entries: dict[str, 
             # What the grid spans: the bundle, or re_span effective radii from the radii catalogue.
             "scale": options.scale,
             "re_span": options.re_span if options.scale == "re" else None,
-            "radii": str(options.radii) if options.scale == "re" else None,
+            "radii": ({"file": Path(options.radii).name, "sha256": sha256_file(options.radii)}
+                      if options.scale == "re" else None),
             "module": "ifskeras.survey.preprocess",
         },
         "compression": options.compression,

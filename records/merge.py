@@ -165,12 +165,24 @@ def merge_records(
 def _check_compatible(manifests) -> None:
     reference = manifests[0]
     for other in manifests[1:]:
-        differing = [key for key in _MUST_AGREE if reference.data.get(key) != other.data.get(key)]
+        differing = [key for key in _MUST_AGREE
+                     if _comparable(key, reference.data.get(key)) != _comparable(key, other.data.get(key))]
         if differing:
             raise MergeError(
                 f"{other.directory} differs from {reference.directory} in {', '.join(differing)}; "
                 "only records converted with the same options can be merged"
             )
+
+
+def _comparable(key: str, value):
+    """A manifest entry as merging compares it: the radii catalogue by content, not by name,
+    and records written before ``scale`` existed as spanning the bundle."""
+    if key != "preprocessing" or not isinstance(value, dict):
+        return value
+    value = {"scale": "bundle", "re_span": None, "radii": None, **value}
+    if isinstance(value["radii"], dict):
+        value["radii"] = value["radii"].get("sha256")
+    return value
 
 
 #: The release of records written before releases were recorded in the manifest.

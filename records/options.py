@@ -144,6 +144,9 @@ class ConvertOptions:
 
         if self.scale not in SCALES:
             raise ConvertError(f"scale must be one of {SCALES}. Received: {self.scale!r}")
+        if self.radii and self.scale != "re":
+            raise ConvertError("a catalogue of effective radii is used only with scale 're' (--scale re); "
+                               f"with scale {self.scale!r} the grid spans the bundle")
         if self.scale == "re":
             if self.mode != "fit":
                 raise ConvertError("scale 're' resamples the maps: it needs mode 'fit'")

@@ -53,7 +53,13 @@ __all__ = [
     "manifest_checksum",
     "read_index",
     "release_text",
+    "GRID_FIELDS",
+    "records_grid",
 ]
+
+#: The preprocessing fields that decide what a pixel of the grid is: a model trained on
+#: records of one grid must not score records of another.
+GRID_FIELDS = ("mode", "size", "quantity", "scale", "re_span")
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -309,3 +315,13 @@ def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Received: {split!r}")
     return split
+
+
+def records_grid(preprocessing: Mapping) -> dict:
+    """What a records directory's grid is (:data:`GRID_FIELDS`), for models to compare with.
+
+    Records written before ``scale`` existed span the bundle (``scale`` ``bundle``).
+    """
+    grid = {name: preprocessing.get(name) for name in GRID_FIELDS}
+    grid["scale"] = grid["scale"] or "bundle"
+    return grid

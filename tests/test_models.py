@@ -285,11 +285,31 @@ def test_tied_copies_can_be_left_out_of_the_loss(kind, galaxies):
         nll = 0.5 * (residual / sigma) ** 2 + np.log(sigma) + 0.5 * np.log(2 * np.pi)
         expected = (nll * counted).sum(axis=(1, 2, 3, 4))
     np.testing.assert_allclose(losses["reconstruction_loss"], expected, rtol=1e-4)
-    # Scores still read every line, and the setting survives a save.
-    assert model.score(flux, valid)["line_error"].shape == (BATCH, LINES)
+    # The copy's reconstruction was never trained: galaxy-level scores leave it out too, while
+    # the per-line errors still show it.
+    scores = model.score(flux, valid, ivar)
+    expected_anomaly = (residual**2 * counted).sum(axis=(1, 2, 3, 4)) / counted.sum(axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(scores["anomaly_score"], expected_anomaly, rtol=1e-4)
+    assert np.all(scores["line_error"].numpy()[:, 0] > 0)
+    chi2_lines, pixels = np.asarray(scores["chi2_per_line"]), valid.numpy().sum(axis=(2, 3, 4))
+    pooled = (chi2_lines * pixels)[:, 1:].sum(axis=1) / pixels[:, 1:].sum(axis=1)  # the copy left out
+    np.testing.assert_allclose(scores["chi2_score"], pooled, rtol=1e-4)
+    if kind == "vae":
+        assert np.all(scores["nll_per_line"].numpy()[:, 0] == 0)
     assert type(model).from_config(model.get_config()).loss_line_mask == (0.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="needs the model's line names"):
         build_model(config, num_lines=LINES, size=SIZE)
+
+
+def test_export_lists_the_lines_left_out_of_the_loss(tmp_path):
+    from ifskeras.learning.export import export_model, read_model_metadata
+
+    lines = ["OIII-4960", "OIII-5008", "Ha-6564"]
+    model = build_model(ModelConfig(tied_lines_in_loss=False, **TINY), num_lines=LINES, size=SIZE, lines=lines)
+    metadata = read_model_metadata(export_model(model, tmp_path / "model", lines=lines, size=SIZE))
+    assert metadata["loss_excluded_lines"] == ["OIII-4960"]
+    assert metadata["chi2_excluded_lines"] == ["OIII-4960"]
+    assert metadata["model_config"]["loss_line_mask"] == [0.0, 1.0, 1.0]
 
 
 def test_kl_matches_closed_form():

@@ -45,9 +45,9 @@ def two_sizes(tmp_path_factory):
         rows.append({"plateifu": plateifu, "re_arcsec": radius})
         factors[plateifu] = factor
     radii = _write_radii(root / "radii.csv", rows)
-    for scale in ("bundle", "re"):
+    for scale, catalogue in (("bundle", None), ("re", str(radii))):
         convert_maps([root / "maps"], root / scale,
-                     ConvertOptions(size=SIZE, scale=scale, radii=str(radii), val_fraction=0, test_fraction=0))
+                     ConvertOptions(size=SIZE, scale=scale, radii=catalogue, val_fraction=0, test_fraction=0))
     return root, factors
 
 
@@ -82,13 +82,24 @@ def test_re_scale_gives_galaxies_one_size_on_the_grid(two_sizes):
     assert 0.9 < _size_ratio(root, "re", factors) < 1.1
 
 
+def test_synthetic_maps_are_centred_on_their_wcs_reference_pixel(two_sizes):
+    root, _ = two_sizes
+    for path in sorted((root / "maps").glob("*.fits.gz")):
+        maps = read_maps(path)
+        size = maps.flux.shape[-1]
+        # The synthetic files put CRPIX at (size + 1) / 2 and the object on it: the map's middle.
+        assert maps.centre == pytest.approx((size / 2, size / 2), abs=1e-6)
+        assert maps.spaxel_arcsec == pytest.approx(0.5, rel=1e-6)
+
+
 def test_re_scale_records_what_it_did(two_sizes):
     root, factors = two_sizes
     from ifskeras.records import load_manifest
 
     manifest = load_manifest(root / "re")
     assert manifest.preprocessing["scale"] == "re" and manifest.preprocessing["re_span"] == 3.0
-    assert manifest.preprocessing["radii"].endswith("radii.csv")
+    assert manifest.preprocessing["radii"]["file"] == "radii.csv"
+    assert len(manifest.preprocessing["radii"]["sha256"]) == 64
     assert load_manifest(root / "bundle").preprocessing["scale"] == "bundle"
     index = {row["id"]: row for row in read_index(root / "re")}
     for plateifu, row in index.items():
@@ -136,6 +147,8 @@ def test_re_scale_options_are_checked():
         ConvertOptions(scale="re", radii="r.csv", re_span=0)
     with pytest.raises(ConvertError, match="scale must be one of"):
         ConvertOptions(scale="kpc")
+    with pytest.raises(ConvertError, match="used only with scale 're'"):
+        ConvertOptions(radii="r.csv")
 
 
 def test_radius_box_and_a_given_box_on_the_grid():
@@ -166,6 +179,11 @@ def test_effective_radii_from_every_catalogue_kind(tmp_path):
     (tmp_path / "bad.csv").write_text("plateifu,z\n8000-1901,0.03\n")
     with pytest.raises(CatalogueError, match="bad.csv.*no effective-radius column"):
         read_effective_radii(tmp_path / "bad.csv")
+    (tmp_path / "excel.csv").write_text("\ufeffplateifu,re_arcsec\n8000-1901,2.5\n", encoding="utf-8")
+    assert read_effective_radii(tmp_path / "excel.csv") == {"8000-1901": 2.5}
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(CatalogueError, match="no rows"):
+        read_effective_radii(tmp_path / "empty.csv")
     (tmp_path / "twice.csv").write_text("plateifu,re_arcsec\n8000-1901,2\n8000-1901,3\n")
     with pytest.raises(CatalogueError, match="two effective radii"):
         read_effective_radii(tmp_path / "twice.csv")
@@ -207,3 +225,23 @@ def test_real_files_convert_on_the_re_grid(tmp_path):
         assert side == pytest.approx(3 * 4.0 / 0.5, rel=1e-5)
         assert float(row["box_y0"]) + side / 2 == pytest.approx(centre[0])
         assert float(row["box_x0"]) + side / 2 == pytest.approx(centre[1])
+
+
+def test_cluster_parts_given_the_catalogue_by_different_paths_merge(tmp_path):
+    from ifskeras.records import merge_records
+
+    survey = make_survey(tmp_path / "maps", 6, seed=5)
+    copies = []
+    for index in range(2):
+        copy = tmp_path / f"copy{index}" / "catalog.csv"
+        copy.parent.mkdir()
+        copy.write_bytes(survey.catalog_csv.read_bytes())
+        copies.append(copy)
+    parts = []
+    for index, catalogue in enumerate(copies):
+        part = tmp_path / f"part{index}"
+        convert_maps([tmp_path / "maps"], part, ConvertOptions(size=8, scale="re", radii=str(catalogue),
+                                                              num_workers=2, worker_index=index))
+        parts.append(part)
+    manifest = merge_records(parts, tmp_path / "merged")
+    assert manifest["totals"]["examples"] == 6 and manifest["preprocessing"]["scale"] == "re"

@@ -57,3 +57,29 @@ def test_ensemble_errors_and_the_cli(trained_ae, trained_vae, tiny_records, tmp_
     table, _, provenance = load_scores(tmp_path / "cli")
     assert [path.rsplit("/", 3)[-3] for path in provenance["model_dirs"]][0].startswith("vae")
     assert np.isfinite(table["rank_score_spread"]).all()
+
+
+def test_members_must_rank_on_the_same_errors():
+    from pathlib import Path
+
+    from ifskeras.discovery.score import ScoringError, _check_ensemble
+
+    format_3 = {"format_version": 3, "chi2_excluded_lines": ["OIII-4960"]}
+    _check_ensemble([Path("a"), Path("b")], [format_3, dict(format_3)])
+    with pytest.raises(ScoringError, match="ranks on other errors.*format 2 against 3"):
+        _check_ensemble([Path("a"), Path("b")], [format_3, {"format_version": 2}])
+
+
+def test_a_model_refuses_records_of_another_grid(trained_ae, tiny_records):
+    from ifskeras.discovery.score import ScoringError, check_model_matches_records
+    from ifskeras.learning.export import read_model_metadata
+    from ifskeras.records import load_manifest, records_grid
+
+    metadata = read_model_metadata(trained_ae.export_path)
+    manifest = load_manifest(tiny_records)
+    assert metadata["records_grid"] == records_grid(manifest.preprocessing)
+    assert metadata["records_grid"]["scale"] == "bundle"
+    check_model_matches_records(metadata, manifest, model_dir="model", records_dir="records")
+    other = {**metadata, "records_grid": {**metadata["records_grid"], "scale": "re", "re_span": 3.0}}
+    with pytest.raises(ScoringError, match=r"another grid: scale 're' \(records: 'bundle'\)"):
+        check_model_matches_records(other, manifest, model_dir="model", records_dir="records")

@@ -73,6 +73,20 @@ def check_model_matches_records(metadata: dict, manifest, *, model_dir, records_
             f"model {model_dir} takes {model_size}x{model_size} maps but records {records_dir} hold "
             f"{record_size}x{record_size}; convert with --size {model_size}"
         )
+    from ifskeras.records import records_grid
+
+    # Models exported before the grid was recorded cannot be checked further.
+    trained_on = metadata.get("records_grid")
+    if trained_on:
+        given = records_grid(manifest.preprocessing)
+        differ = {name: (trained_on.get(name), given[name]) for name in given
+                  if name in trained_on and trained_on.get(name) != given[name]}
+        if differ:
+            details = ", ".join(f"{name} {model!r} (records: {records!r})" for name, (model, records) in differ.items())
+            raise ScoringError(
+                f"model {model_dir} was trained on records of another grid: {details}; convert {records_dir}'s "
+                "inputs with the options the model's records had (see the model's records_grid metadata)"
+            )
 
 
 def score_records(
@@ -123,6 +137,7 @@ def score_records(
     verify_records(records_dir, checksums=True).raise_if_failed()
     for path, (_, member_metadata) in zip(model_dirs, members):
         check_model_matches_records(member_metadata, manifest, model_dir=path, records_dir=records_dir)
+    _check_ensemble(model_dirs, [member_metadata for _, member_metadata in members])
     model_dir, metadata = model_dirs[0], members[0][1]
     available = [name for name in ("train", "val", "test") if manifest.examples(name) > 0]
     splits = tuple(splits or available)
@@ -262,6 +277,21 @@ def _model_dirs(model_dir) -> list[Path]:
     return paths
 
 
+def _check_ensemble(model_dirs: list[Path], metadata: list[dict]) -> None:
+    """Members must rank on the same quantity: chi2 (format 3) or err (format 2), same lines left out."""
+    def ranking_basis(member: dict) -> tuple:
+        return reads_ivar(member), tuple(sorted(member.get("chi2_excluded_lines") or []))
+
+    first = ranking_basis(metadata[0])
+    for path, member in zip(model_dirs[1:], metadata[1:]):
+        if ranking_basis(member) != first:
+            raise ScoringError(
+                f"model {path} ranks on other errors than {model_dirs[0]} (SavedModel format "
+                f"{member.get('format_version')} against {metadata[0].get('format_version')}, or other lines left "
+                "out of chi2): re-export older models with `ifskeras export` so every member gives chi2 scores"
+            )
+
+
 def _ensemble_mean(member_outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The members' mean of each output every member gives (a format-2 member drops chi2 and nelbo)."""
     shared = set.intersection(*(set(outputs) for outputs in member_outputs))
@@ -395,8 +425,9 @@ def _write_fits(path: Path, table: dict, *, lines: list[str]) -> None:
     if "nelbo_score" in out.colnames:
         out["nelbo_score"].description = "VAE negative ELBO (nats): expected NLL over valid pixels + KL"
     out["knn_score"].description = "mean latent distance to the k nearest training galaxies"
-    out["rank_score"].description = "recommended ranking: mean of the 3 highest per-line robust z-scores of log chi2"
+    out["rank_score"].description = ("recommended ranking: mean of the 3 highest per-line robust z-scores of log "
+                                     "chi2 (err for format-2 models)")
     if "rank_score_spread" in out.colnames:
-        out["rank_score_spread"].description = "standard deviation of rank_score over the ensemble's models"
+        out["rank_score_spread"].description = "population standard deviation of rank_score over the ensemble's models"
     out["rank_percentile"].description = "percentile of rank_score among the training galaxies"
     out.write(path, format="fits", overwrite=True)

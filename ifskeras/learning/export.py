@@ -62,7 +62,9 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
     With ``exclude_tied_lines`` (the default) the galaxy-level ``chi2_score`` leaves out
     the tied copies of :data:`TIED_LINES` present among ``lines`` (``chi2_per_line``
     still reports every line); metadata lists them as ``chi2_excluded_lines``.
-    ``anomaly_score`` and the VAE's ``nelbo_score`` always count every line.
+    ``anomaly_score`` and the VAE's ``nelbo_score`` count every line the model learnt:
+    lines a model left out of its training loss (``loss_line_mask``, listed as
+    ``loss_excluded_lines``) are left out of every galaxy-level score.
 
     The archive is written next to ``out_dir`` and renamed into place, so a failed
     export never leaves a half-written model that looks whole.
@@ -71,6 +73,8 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
     lines = [str(line) for line in lines]
     num_lines = len(lines)
     config = model.get_config()
+    mask = getattr(model, "loss_line_mask", None)
+    loss_excluded = [line for line, counted in zip(lines, mask) if not counted] if mask else []
     metadata = {
         "format": "ifskeras-savedmodel",
         "format_version": FORMAT_VERSION,
@@ -83,7 +87,9 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
         "latent_dim": int(config.get("latent_dim", 0)),
         "model_config": config,
         "tied_lines": tied_lines_among(lines),
-        "chi2_excluded_lines": sorted(tied_lines_among(lines)) if exclude_tied_lines else [],
+        "loss_excluded_lines": loss_excluded,
+        "chi2_excluded_lines": sorted(set(tied_lines_among(lines)) | set(loss_excluded) if exclude_tied_lines
+                                      else loss_excluded),
         **_likelihood_metadata(model),
         **(extra or {}),
     }
@@ -193,6 +199,8 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, exclud
         model.load_weights(str(weights))
     # The same metadata as the export at the end of ``fit``: records and the run's config.
     extra = {"records_manifest_sha256": provenance.get("records_manifest_sha256")}
+    if provenance.get("grid"):
+        extra["records_grid"] = provenance["grid"]
     config_path = run_dir / "config.json"
     if config_path.exists():
         extra["run_config"] = json.loads(config_path.read_text())

@@ -102,7 +102,7 @@ def fit(
     from ifskeras.learning.models.layers import check_architecture
     from ifskeras.learning.steps import distributed_train_step, loss_names, make_evaluator, replica_train_step
     from ifskeras.learning.steps import validation_objective
-    from ifskeras.records import load_manifest, make_dataset, manifest_checksum, verify_records
+    from ifskeras.records import load_manifest, make_dataset, manifest_checksum, records_grid, verify_records
 
     records_dir = Path(records_dir)
     run_dir = Path(run_dir)
@@ -147,6 +147,7 @@ def fit(
             "records_manifest_sha256": records_sha256,
             "lines": list(manifest.lines),
             "shape": list(manifest.shape),
+            "grid": records_grid(manifest.preprocessing),
             "strategy": info.kind,
             "num_replicas": info.num_replicas,
             "num_workers": info.num_workers,
@@ -286,7 +287,8 @@ def fit(
                 from ifskeras.learning.export import export_model
                 result.export_path = export_model(
                     model, run_dir / "model", lines=manifest.lines, size=size,
-                    extra={"records_manifest_sha256": records_sha256, "run_config": config.to_dict()},
+                    extra={"records_manifest_sha256": records_sha256, "run_config": config.to_dict(),
+                           "records_grid": records_grid(manifest.preprocessing)},
                 )
         return result
     finally:

@@ -309,7 +309,7 @@ def read_effective_radii(path: str | os.PathLike) -> dict[str, float]:
     else:
         columns = _csv_columns(path)
     if "plateifu" not in columns:
-        raise CatalogueError(path, "no 'plateifu' column")
+        raise CatalogueError(path, "no 'plateifu' column" if columns else "no rows (or no header)")
     radius_column = next((name for name in _RADIUS_COLUMNS if name in columns), None)
     if radius_column is not None:
         radii = np.asarray(columns[radius_column], dtype=np.float64)
@@ -342,7 +342,7 @@ def _is_fits(path: Path) -> bool:
 def _csv_columns(path: Path) -> dict[str, list]:
     """Columns of a CSV or ECSV file by lower-case name; numbers as floats (empty: NaN)."""
     try:
-        with open(path, newline="", encoding="utf-8") as stream:
+        with open(path, newline="", encoding="utf-8-sig") as stream:  # -sig: spreadsheets write a BOM
             lines = [line for line in stream if not line.startswith("#")]  # ECSV's header block
     except FileNotFoundError:
         raise CatalogueError(path, "file does not exist") from None

@@ -220,13 +220,17 @@ class ConvLSTMAutoencoder(keras.Model):
         target = self.scale_flux(flux)
         encoded = self._encode_scaled(target, training)
         reconstruction = self._decode(self._latent(encoded, training=training, seed=seed), training)
-        loss_valid = valid
-        if self.loss_line_mask is not None:
-            loss_valid = valid * tf.reshape(tf.constant(self.loss_line_mask, tf.float32), (1, -1, 1, 1, 1))
-        losses = {"reconstruction_loss": self._reconstruction_loss(target, reconstruction, flux, ivar, loss_valid)}
+        losses = {"reconstruction_loss": self._reconstruction_loss(target, reconstruction, flux, ivar,
+                                                                   self._counted(valid))}
         losses.update(self._regularisation_losses(encoded))
         losses["loss"] = self._total_loss(losses)
         return losses
+
+    def _counted(self, valid):
+        """``valid`` with the lines left out of the loss (``loss_line_mask``) zeroed."""
+        if self.loss_line_mask is None:
+            return valid
+        return valid * tf.reshape(tf.constant(self.loss_line_mask, tf.float32), (1, -1, 1, 1, 1))
 
     # ------------------------------------------------------------------ scoring
     def score(self, flux, valid, ivar=None, *, chi2_line_mask=None):
@@ -255,14 +259,23 @@ class ConvLSTMAutoencoder(keras.Model):
           :class:`~ifskeras.learning.models.ConvLSTMVAE`).
 
         Without ``ivar`` the outputs are exactly those of format-2 SavedModels.
+
+        A model trained with lines left out of its loss (``loss_line_mask``) never learnt
+        to reconstruct them: they are left out of ``anomaly_score``, ``chi2_score`` and the
+        VAE's likelihood scores too (``line_error`` and ``chi2_per_line`` still show them,
+        ``nll_per_line`` gives them 0).
         """
         flux, _, valid = _sanitise(flux, None, valid)
         target = self.scale_flux(flux)
         encoded = self._encode_scaled(target, False)
         reconstruction = self._decode(encoded["latent_mean"], False)
         line_error, line_valid_fraction = masked_squared_error_per_line(target, reconstruction, valid)
+        counted = self._counted(valid)
+        if self.loss_line_mask is not None:
+            learnt = tf.constant(self.loss_line_mask, tf.float32)
+            chi2_line_mask = learnt if chi2_line_mask is None else tf.cast(chi2_line_mask, tf.float32) * learnt
         result = {
-            "anomaly_score": masked_squared_error(target, reconstruction, valid),
+            "anomaly_score": masked_squared_error(target, reconstruction, counted),
             "line_error": line_error,
             "line_valid_fraction": line_valid_fraction,
             "reconstruction": self.unscale(reconstruction),
@@ -278,7 +291,7 @@ class ConvLSTMAutoencoder(keras.Model):
             )
             result["chi2_per_line"] = tf.math.divide_no_nan(chi2_sums, chi2_counts)
             result["chi2_score"] = pooled_line_mean(chi2_sums, chi2_counts, chi2_line_mask)
-            result.update(self._likelihood_scores(target, flux, ivar, valid, encoded))
+            result.update(self._likelihood_scores(target, flux, ivar, counted, encoded))
         return result
 
     def _likelihood_scores(self, target, flux, ivar, valid, encoded):
