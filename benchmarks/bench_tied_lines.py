@@ -39,11 +39,11 @@ SCORES = ("rank_score", "chi2_score", "anomaly_score")
 
 
 def train_and_score(records: Path, work: Path, seed: int, tied_in_loss: bool) -> Path:
-    # The default runs are the development runs rank_score was chosen with (reused when
-    # present); scores are made afresh by the current code for both settings.
+    # Both arms are trained here with the same settings (the development runs of
+    # rank_score were trained for other numbers of epochs, so they are not reused).
     return bench_discovery.train_and_score(
         records, work, "ae", seed, bench_discovery.fit_settings(False),
-        name=f"ae-seed{seed}" if tied_in_loss else f"ae-untied-seed{seed}", scores_name="scores-now",
+        name=f"ae-{'tied' if tied_in_loss else 'untied'}-seed{seed}", scores_name="scores-now",
         model_options={"tied_lines_in_loss": tied_in_loss},
     )
 
