@@ -12,8 +12,8 @@ import csv
 import json
 import os
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -293,7 +293,7 @@ def _check_ensemble(model_dirs: list[Path], metadata: list[dict]) -> None:
 
 
 def _ensemble_mean(member_outputs: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The members' mean of each output every member gives (a format-2 member drops chi2 and nelbo)."""
+    """The members' mean of each output every member gives (nelbo only when all are VAEs)."""
     shared = set.intersection(*(set(outputs) for outputs in member_outputs))
     return {name: np.mean([outputs[name] for outputs in member_outputs], axis=0) for name in sorted(shared)}
 
