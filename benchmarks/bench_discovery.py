@@ -14,7 +14,8 @@ the mean, min, max and spread (max - min) of each.
 ``rank_score``'s rule was fixed on the demo survey (seed 0) before any of these
 variants was generated, and nothing here feeds back into it. Stages are cached under
 ``benchmarks/work/discovery/`` (a rerun reuses finished surveys, records, runs and scores).
-Writes ``benchmarks/results/discovery.json``.
+Writes ``benchmarks/results/discovery.json`` (``discovery-quick.json`` with ``--quick``, so
+``make bench`` never overwrites the full results).
 """
 
 from __future__ import annotations
@@ -193,20 +194,22 @@ def main(argv=None) -> int:
     parser.add_argument("--only", action="append", default=[], help="run only these variants, in this order")
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals")
     parser.add_argument("--fresh", action="store_true", help="discard cached surveys, records and runs")
-    parser.add_argument("--table", action="store_true", help="print the Markdown table of results/discovery.json")
+    parser.add_argument("--table", action="store_true",
+                        help="print the Markdown table of results/discovery.json (--quick: discovery-quick.json)")
     parser.add_argument("--add-ensembles", action="store_true",
                         help="add the mean-over-seeds rank_score to results/discovery.json from the cached scores")
     args = parser.parse_args(argv)
+    results_path = results_file("quick" if args.quick else "full")
     if args.table:
-        print(markdown_table(json.loads((common.RESULTS_DIR / "discovery.json").read_text())))
+        print(markdown_table(json.loads(results_path.read_text())))
         return 0
     if args.add_ensembles:  # for results written before seed_ensemble existed, from the cached scores
-        results = json.loads((common.RESULTS_DIR / "discovery.json").read_text())
+        results = json.loads(results_path.read_text())
         root = common.WORK_DIR / f"discovery-{results['mode']}"
         for name, entry in results["variants"].items():
             for model, data in entry["models"].items():
                 data["seed_ensemble"] = seed_ensemble(root / name, model, len(data["runs"]), args.bootstrap)
-        (common.RESULTS_DIR / "discovery.json").write_text(json.dumps(results, indent=2))
+        results_path.write_text(json.dumps(results, indent=2))
         print(markdown_table(results))
         return 0
     common.quiet_tensorflow()
@@ -254,7 +257,12 @@ def _write(results: dict, started: float) -> None:
     results["machine"] = common.machine_info()
     results["rows"] = readme_rows(results)
     common.RESULTS_DIR.mkdir(exist_ok=True)
-    (common.RESULTS_DIR / "discovery.json").write_text(json.dumps(results, indent=2))
+    results_file(results["mode"]).write_text(json.dumps(results, indent=2))
+
+
+def results_file(mode: str) -> Path:
+    """Where a run of this mode keeps its results: quick runs never replace the full ones."""
+    return common.RESULTS_DIR / ("discovery-quick.json" if mode == "quick" else "discovery.json")
 
 
 #: Columns of the Markdown table: the scores every run has, in the order the docs discuss them.
