@@ -152,7 +152,7 @@ def test_vae_nelbo_matches_tfp(exported_vae, record_batch):
     kl = tfd.kl_divergence(tfd.MultivariateNormalDiag(mean, scale), prior)
     nelbo = nll_per_line.sum(axis=1) + kl.numpy().astype(np.float64)
     np.testing.assert_allclose(out["nll_per_line"].numpy(), nll_per_line, rtol=1e-4, atol=1e-2)
-    np.testing.assert_allclose(out["latent_kl"].numpy(), kl.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(out["latent_kl"].numpy(), kl.numpy(), rtol=1e-4, atol=1e-6)  # float32 cancellation
     np.testing.assert_allclose(out["nelbo_score"].numpy(), nelbo, rtol=1e-5)
     difference = np.abs(out["nelbo_score"].numpy() - nelbo)
     print(f"VAE nelbo vs tfp (float64 sums): max rel diff {np.max(difference / np.abs(nelbo)):.2e}, "
