@@ -179,6 +179,10 @@ def test_effective_radii_from_every_catalogue_kind(tmp_path):
     (tmp_path / "bad.csv").write_text("plateifu,z\n8000-1901,0.03\n")
     with pytest.raises(CatalogueError, match="bad.csv.*no effective-radius column"):
         read_effective_radii(tmp_path / "bad.csv")
+    from astropy.table import Table
+
+    Table({"PLATEIFU": ["8000-1901", "8000-1902"], "re_arcsec": [2.5, -9999.0]}).write(tmp_path / "radii.ecsv")
+    assert read_effective_radii(tmp_path / "radii.ecsv") == {"8000-1901": 2.5}
     (tmp_path / "excel.csv").write_text("\ufeffplateifu,re_arcsec\n8000-1901,2.5\n", encoding="utf-8")
     assert read_effective_radii(tmp_path / "excel.csv") == {"8000-1901": 2.5}
     (tmp_path / "empty.csv").write_text("")

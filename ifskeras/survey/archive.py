@@ -340,22 +340,32 @@ def _is_fits(path: Path) -> bool:
 
 
 def _csv_columns(path: Path) -> dict[str, list]:
-    """Columns of a CSV or ECSV file by lower-case name; numbers as floats (empty: NaN)."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:  # -sig: spreadsheets write a BOM
-            lines = [line for line in stream if not line.startswith("#")]  # ECSV's header block
-    except FileNotFoundError:
-        raise CatalogueError(path, "file does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CatalogueError(path, f"cannot read ({type(error).__name__}: {error})") from error
-    rows = list(csv.DictReader(lines, delimiter=" " if lines and "," not in lines[0] else ","))
+    """Columns of a CSV (through ``csv``) or ECSV (through astropy) file by lower-case name; numbers as floats."""
+    if path.name.lower().endswith(".ecsv"):
+        from astropy.table import Table
+
+        try:
+            table = Table.read(path, format="ascii.ecsv")
+        except FileNotFoundError:
+            raise CatalogueError(path, "file does not exist") from None
+        except (OSError, ValueError) as error:
+            raise CatalogueError(path, f"not a readable ECSV table ({type(error).__name__}: {error})") from error
+        rows = [{name: ("" if value is np.ma.masked else value) for name, value in zip(table.colnames, row)}
+                for row in table]
+    else:
+        try:
+            # -sig: spreadsheets write a byte-order mark before the header.
+            with open(path, newline="", encoding="utf-8-sig") as stream:
+                rows = list(csv.DictReader(stream))
+        except FileNotFoundError:
+            raise CatalogueError(path, "file does not exist") from None
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
+            raise CatalogueError(path, f"cannot read ({type(error).__name__}: {error})") from error
     columns: dict[str, list] = {}
     for name in (rows[0].keys() if rows else []):
         key = str(name).strip().lower()
         values = [row[name] for row in rows]
-        if key != "plateifu":
-            values = [_float_or_nan(value) for value in values]
-        columns[key] = values
+        columns[key] = [str(v) for v in values] if key == "plateifu" else [_float_or_nan(v) for v in values]
     return columns
 
 
