@@ -49,7 +49,7 @@ def reference_kl(mean, log_var):
 
 
 FORMAT_2_SCORES = {"anomaly_score", "line_error", "line_valid_fraction", "latent_mean", "reconstruction"}
-CHI2_SCORES = {"chi2_score", "chi2_per_line"}
+CHI2_SCORES = {"chi2_score", "chi2_per_line", "chi2_peak_per_line"}
 NELBO_SCORES = {"nelbo_score", "nll_per_line", "latent_kl"}
 
 
@@ -142,7 +142,7 @@ def test_output_shapes_and_dtypes(kind, galaxies):
     assert set(noise_aware) == FORMAT_2_SCORES | latent_scores | CHI2_SCORES | likelihood_scores
     for key in ("chi2_score", "nelbo_score", "latent_kl"):
         assert noise_aware.get(key, tf.zeros(BATCH)).shape == (BATCH,)
-    for key in ("chi2_per_line", "nll_per_line"):
+    for key in ("chi2_per_line", "chi2_peak_per_line", "nll_per_line"):
         assert noise_aware.get(key, tf.zeros((BATCH, LINES))).shape == (BATCH, LINES)
 
 

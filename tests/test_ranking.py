@@ -54,6 +54,21 @@ def test_the_rule_by_hand_and_tied_copies_left_out():
                                   ranked["rank_score"])
 
 
+def test_the_peak_errors_are_preferred_to_the_map_means():
+    table = {**_table(seed=2), **_table(seed=3, prefix="peak_")}
+    train = np.arange(40) < 30
+    from_peaks = rank_scores(table, LINES, train, excluded_lines=[TIED_COPY])["rank_score"]
+    only_peaks = {name: values for name, values in table.items() if name.startswith("peak_")}
+    np.testing.assert_array_equal(from_peaks, rank_scores(only_peaks, LINES, train,
+                                                          excluded_lines=[TIED_COPY])["rank_score"])
+    only_means = {name: values for name, values in table.items() if name.startswith("chi2_")}
+    assert not np.allclose(from_peaks, rank_scores(only_means, LINES, train, excluded_lines=[TIED_COPY])["rank_score"])
+    # Peaks for only some of the lines: the whole-map chi2 of every line, not a mix.
+    del table["peak_HB-4862"]
+    np.testing.assert_array_equal(rank_scores(table, LINES, train, excluded_lines=[TIED_COPY])["rank_score"],
+                                  rank_scores(only_means, LINES, train, excluded_lines=[TIED_COPY])["rank_score"])
+
+
 def test_fallback_to_err_and_missing_lines():
     table = _table(prefix="err_")
     train = np.ones(40, bool)

@@ -1,4 +1,4 @@
-"""The SavedModel's noise-aware and likelihood scores (format 3), recomputed outside the model.
+"""The SavedModel's noise-aware and likelihood scores (formats 3 and 4), recomputed outside the model.
 
 The trained smoke runs' exports are loaded with ``tf.saved_model.load`` only; chi2 is
 recomputed in numpy from the ``encode``/``decode`` endpoints and the asinh scaling,
@@ -58,8 +58,8 @@ def exported_vae(trained_vae):
     return load(trained_vae)
 
 
-def reference_chi2(model, metadata, batch):
-    """(chi2 per line [B, L], chi2 over the non-tied lines [B]) in float64 numpy."""
+def reference_chi2_maps(model, metadata, batch):
+    """(chi2 [B, L, S, S, 1], pixels used [B, L, S, S, 1]) in float64 numpy."""
     flux = batch["flux"] * batch["valid"]
     ivar, valid = batch["ivar"], batch["valid"]
     softening = metadata["softening"]
@@ -71,27 +71,47 @@ def reference_chi2(model, metadata, batch):
     used = (valid > 0) & np.isfinite(ivar) & (ivar > 0)
     safe_ivar = np.where(used, ivar, 1.0)
     variance = 1.0 / safe_ivar / (flux**2 + softening**2)  # (d asinh(f/s) / df)**2 / ivar
-    chi2 = np.where(used, (target - reconstruction) ** 2 / variance, 0.0)
+    return np.where(used, (target - reconstruction) ** 2 / variance, 0.0), used
+
+
+def reference_chi2(model, metadata, batch):
+    """(chi2 per line [B, L], chi2 over the non-tied lines [B]) in float64 numpy."""
+    chi2, used = reference_chi2_maps(model, metadata, batch)
     sums, counts = chi2.sum(axis=(2, 3, 4)), used.sum(axis=(2, 3, 4))
     independent = np.array([line not in metadata["chi2_excluded_lines"] for line in metadata["lines"]])
     pooled = sums[:, independent].sum(axis=1) / counts[:, independent].sum(axis=1)
     return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0), pooled
 
 
-def test_format_version_3_is_written_and_documented(trained_ae, trained_vae, exported_ae, exported_vae):
+def reference_peak(chi2, used, *, window, min_pixels):
+    """Highest window mean of chi2 per line [B, L], window by window in plain loops (0 without a window)."""
+    batch, lines, size = chi2.shape[0], chi2.shape[1], chi2.shape[2]
+    peak = np.zeros((batch, lines))
+    for b in range(batch):
+        for line in range(lines):
+            for y in range(size - window + 1):
+                for x in range(size - window + 1):
+                    n = used[b, line, y:y + window, x:x + window].sum()
+                    if n >= min_pixels:
+                        peak[b, line] = max(peak[b, line], chi2[b, line, y:y + window, x:x + window].sum() / n)
+    return peak
+
+
+def test_format_version_4_is_written_and_documented(trained_ae, trained_vae, exported_ae, exported_vae):
     from ifskeras.learning.export import FORMAT_VERSION, read_model_metadata
 
-    assert FORMAT_VERSION == 3
+    assert FORMAT_VERSION == 4
     for result, (_, metadata) in ((trained_ae, exported_ae), (trained_vae, exported_vae)):
-        assert metadata["format_version"] == 3 == read_model_metadata(result.export_path)["format_version"]
+        assert metadata["format_version"] == 4 == read_model_metadata(result.export_path)["format_version"]
+        assert (metadata["chi2_peak_window"], metadata["chi2_peak_min_pixels"]) == (3, 5)
         assert metadata["chi2_excluded_lines"] == TIED_COPIES
         assert metadata["tied_lines"] == {"OIII-4960": "OIII-5008", "NII-6549": "NII-6585", "OI-6365": "OI-6302"}
     assert exported_vae[1]["nelbo_samples"] == 8 and "nelbo_samples" not in exported_ae[1]
     text = DOCS.read_text()
-    assert re.search(r"^# SavedModel reference \(format version 3\)", text, re.M)
-    for version in (1, 2, 3):
+    assert re.search(r"^# SavedModel reference \(format version 4\)", text, re.M)
+    for version in (1, 2, 3, 4):
         assert re.search(rf"^\| {version} \|", text, re.M), f"format version {version} missing from the history"
-    for name in ("chi2_score", "chi2_per_line", "nelbo_score", "nll_per_line", "latent_kl", "score_flux", "decode"):
+    for name in ("chi2_score", "chi2_per_line", "chi2_peak_per_line", "nelbo_score", "nll_per_line", "latent_kl", "score_flux", "decode"):
         assert f"`{name}`" in text, name
 
 
@@ -110,6 +130,32 @@ def test_ae_chi2_matches_numpy(exported_ae, record_batch):
     galaxy_error = np.abs(out["chi2_score"].numpy() - pooled) / pooled
     print(f"AE chi2 vs numpy (float64): max rel diff per line {per_line_error.max():.2e}, "
           f"galaxy {galaxy_error.max():.2e}")
+
+
+@pytest.mark.parametrize("which", ["ae", "vae"])
+def test_peak_chi2_matches_a_window_by_window_computation(which, exported_ae, exported_vae, record_batch):
+    model, metadata = exported_ae if which == "ae" else exported_vae
+    out = model.score(record_batch["flux"], record_batch["valid"], record_batch["ivar"])
+    chi2, used = reference_chi2_maps(model, metadata, record_batch)
+    peak = reference_peak(chi2[..., 0], used[..., 0], window=3, min_pixels=5)
+    np.testing.assert_allclose(out["chi2_peak_per_line"].numpy(), peak, rtol=1e-4, atol=1e-6)
+    assert np.all(peak > 0)
+
+
+def test_peak_chi2_finds_a_compact_residual_the_map_mean_dilutes():
+    from ifskeras.learning.models.losses import masked_chi_square_per_line, peak_chi_square_per_line
+
+    target = np.zeros((2, 1, 12, 12, 1), np.float32)
+    prediction = np.ones_like(target)  # chi2 = 1 wherever the variance is 1
+    variance = np.ones_like(target)
+    prediction[0, 0, 4:7, 5:8] = np.sqrt(10.0)  # a 3 x 3 "nucleus" with chi2 = 10
+    variance[1] = 0.0
+    variance[1, 0, 0, 0:2] = variance[1, 0, 1, 0:2] = 1.0  # 4 measured pixels: no window has 5
+    peak = peak_chi_square_per_line(target, prediction, variance).numpy()
+    sums, counts = (t.numpy() for t in masked_chi_square_per_line(target, prediction, variance))
+    assert peak[0, 0] == pytest.approx(10.0, rel=1e-5)
+    assert sums[0, 0] / counts[0, 0] == pytest.approx(1 + 9 * 9 / 144, rel=1e-5)  # the mean: 1.56
+    assert peak[1, 0] == 0.0 and counts[1, 0] == 4
 
 
 def test_score_without_ivar_keeps_the_format_2_outputs(exported_vae, record_batch):

@@ -53,10 +53,12 @@ def test_scores_have_chi2_columns_from_the_ivar_endpoint(tiny_scores, tiny_recor
     from ifskeras.records import read_examples
 
     table, _, provenance = load_scores(tiny_scores)
-    for column in ["chi2_score", "chi2_percentile"] + [f"chi2_{line}" for line in DEFAULT_LINES]:
+    for column in (["chi2_score", "chi2_percentile"] + [f"chi2_{line}" for line in DEFAULT_LINES]
+                   + [f"peak_{line}" for line in DEFAULT_LINES]):
         assert column in table, column
     assert "nelbo_score" not in table  # an AE has no likelihood
-    assert provenance["noise_aware_scores"] and provenance["model_format_version"] == 3
+    assert provenance["noise_aware_scores"] and provenance["model_format_version"] == 4
+    assert provenance["rank_basis"] == "peak_"
     assert provenance["chi2_excluded_lines"] == ["NII-6549", "OI-6365", "OIII-4960"]
     assert np.all(table["chi2_score"] > 0) and np.isfinite(table["chi2_score"]).all()
     train = table["split"] == "train"
@@ -71,6 +73,8 @@ def test_scores_have_chi2_columns_from_the_ivar_endpoint(tiny_scores, tiny_recor
     np.testing.assert_allclose(table["chi2_score"][:4], out["chi2_score"].numpy(), rtol=1e-5)
     per_line = np.stack([table[f"chi2_{line}"][:4] for line in DEFAULT_LINES], axis=1)
     np.testing.assert_allclose(per_line, out["chi2_per_line"].numpy(), rtol=1e-5)
+    peaks = np.stack([table[f"peak_{line}"][:4] for line in DEFAULT_LINES], axis=1)
+    np.testing.assert_allclose(peaks, out["chi2_peak_per_line"].numpy(), rtol=1e-5)
 
 
 def export_format_2(model_path, out_dir, *, lines, size):

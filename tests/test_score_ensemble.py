@@ -65,9 +65,14 @@ def test_members_must_rank_on_the_same_errors():
     from ifskeras.discovery.score import ScoringError, _check_ensemble
 
     format_3 = {"format_version": 3, "chi2_excluded_lines": ["OIII-4960"]}
+    format_4 = {**format_3, "format_version": 4}
     _check_ensemble([Path("a"), Path("b")], [format_3, dict(format_3)])
+    _check_ensemble([Path("a"), Path("b")], [format_4, dict(format_4)])
     with pytest.raises(ScoringError, match="ranks on other errors.*format 2 against 3"):
         _check_ensemble([Path("a"), Path("b")], [format_3, {"format_version": 2}])
+    # A format-3 member ranks on the whole-map chi2, a format-4 one on its peak.
+    with pytest.raises(ScoringError, match="ranks on other errors.*format 3 against 4"):
+        _check_ensemble([Path("a"), Path("b")], [format_4, format_3])
 
 
 def test_a_model_refuses_records_of_another_grid(trained_ae, tiny_records):

@@ -42,8 +42,13 @@ LATENTS_NPY = "latents.npy"
 SCORING_JSON = "scoring.json"
 #: First SavedModel format whose ``score`` endpoint takes ivar (chi2 and nelbo scores).
 NOISE_AWARE_FORMAT = 3
+#: First SavedModel format whose ``score`` endpoint gives ``chi2_peak_per_line``.
+PEAK_FORMAT = 4
 #: Outputs of the ``score`` endpoint that go into the scores table (those the model gives).
-TABLE_OUTPUTS = ("anomaly_score", "line_error", "latent_mean", "chi2_score", "chi2_per_line", "nelbo_score")
+TABLE_OUTPUTS = ("anomaly_score", "line_error", "latent_mean", "chi2_score", "chi2_per_line", "chi2_peak_per_line",
+                 "nelbo_score")
+#: Per-line outputs rank_score can be built from, the preferred first, and their table prefixes.
+RANK_OUTPUTS = (("chi2_peak_per_line", "peak_"), ("chi2_per_line", "chi2_"), ("line_error", "err_"))
 
 
 class ScoringError(ValueError):
@@ -106,14 +111,16 @@ def score_records(
     Writes to ``out_dir``: ``scores.csv`` and ``scores.fits`` (one row per galaxy with
     id, split, label, anomaly_score, anomaly_percentile, knn_score, knn_percentile,
     combined_score, chi2_score, chi2_percentile, [nelbo_score, nelbo_percentile],
-    err_<LINE>, chi2_<LINE>, latent_<i>, central line ratios, umap_x, umap_y),
+    err_<LINE>, chi2_<LINE>, peak_<LINE>, latent_<i>, central line ratios, umap_x, umap_y),
     ``latents.npy`` and ``scoring.json`` (which model and records were scored).
 
     The chi2 columns come from the ``score(flux, valid, ivar)`` endpoint of format-3
     models (the records' ivar, propagated into the model's scaled space; the tied DAP
     lines the model lists in ``chi2_excluded_lines`` are left out of ``chi2_score``),
     the nelbo columns from a VAE's. A format-2 model is scored as before, without
-    them; ``scoring.json`` says which (``noise_aware_scores``). Percentiles are
+    them; ``scoring.json`` says which (``noise_aware_scores``). ``peak_<LINE>``, the
+    highest 3 x 3-window mean chi2 that ``rank_score`` is built from, comes from format-4
+    models; older ones rank on ``chi2_<LINE>`` (scoring.json: ``rank_basis``). Percentiles are
     against the train split, as ``anomaly_percentile``.
 
     ``model_dir`` may list several SavedModels trained on the same lines and grid (e.g.
@@ -226,9 +233,10 @@ def score_records(
             table[f"{prefix}_percentile"] = _percentile_of(values, values[reference])
     for index, line in enumerate(lines):
         table[f"err_{line}"] = line_errors[:, index]
-    if "chi2_per_line" in outputs:
-        for index, line in enumerate(lines):
-            table[f"chi2_{line}"] = outputs["chi2_per_line"][:, index]
+    for name, prefix in (("chi2_per_line", "chi2_"), ("chi2_peak_per_line", "peak_")):
+        if name in outputs:
+            for index, line in enumerate(lines):
+                table[f"{prefix}{line}"] = outputs[name][:, index]
     # The recommended ranking goes first among the scores (rule: ifskeras.discovery.ranking).
     excluded_lines = list(metadata.get("chi2_excluded_lines") or tied_lines_among(lines))
     ranking = _ensemble_ranking(member_outputs, lines, reference, excluded_lines)
@@ -251,6 +259,8 @@ def score_records(
         "noise_aware_scores": "chi2_score" in outputs,
         "chi2_excluded_lines": list(metadata.get("chi2_excluded_lines", [])),
         "rank_rule": RANK_RULE,
+        # The per-line errors rank_score was built from: peak_ (format 4), chi2_ (3) or err_.
+        "rank_basis": _rank_basis(member_outputs[0])[1],
         "rank_excluded_lines": excluded_lines,
         "splits": {name: int((split_array == name).sum()) for name in splits},
         "k": k,
@@ -278,9 +288,10 @@ def _model_dirs(model_dir) -> list[Path]:
 
 
 def _check_ensemble(model_dirs: list[Path], metadata: list[dict]) -> None:
-    """Members must rank on the same quantity: chi2 (format 3) or err (format 2), same lines left out."""
+    """Members must rank on the same quantity (peak chi2: format 4, chi2: 3, err: 2), same lines left out."""
     def ranking_basis(member: dict) -> tuple:
-        return reads_ivar(member), tuple(sorted(member.get("chi2_excluded_lines") or []))
+        gives_peak = int(member.get("format_version", 1)) >= PEAK_FORMAT
+        return gives_peak, reads_ivar(member), tuple(sorted(member.get("chi2_excluded_lines") or []))
 
     first = ranking_basis(metadata[0])
     for path, member in zip(model_dirs[1:], metadata[1:]):
@@ -288,7 +299,7 @@ def _check_ensemble(model_dirs: list[Path], metadata: list[dict]) -> None:
             raise ScoringError(
                 f"model {path} ranks on other errors than {model_dirs[0]} (SavedModel format "
                 f"{member.get('format_version')} against {metadata[0].get('format_version')}, or other lines left "
-                "out of chi2): re-export older models with `ifskeras export` so every member gives chi2 scores"
+                "out of chi2): re-export older models with `ifskeras export` so every member ranks alike"
             )
 
 
@@ -305,10 +316,8 @@ def _ensemble_ranking(member_outputs: list[dict[str, np.ndarray]], lines: list[s
 
     rankings = []
     for outputs in member_outputs:
-        noise_aware = "chi2_per_line" in outputs
-        per_line = outputs["chi2_per_line" if noise_aware else "line_error"]
-        prefix = "chi2_" if noise_aware else "err_"
-        table = {f"{prefix}{line}": per_line[:, index] for index, line in enumerate(lines)}
+        name, prefix = _rank_basis(outputs)
+        table = {f"{prefix}{line}": outputs[name][:, index] for index, line in enumerate(lines)}
         rankings.append(rank_scores(table, lines, reference, excluded_lines=excluded_lines))
     if len(rankings) == 1:
         return rankings[0]
@@ -316,6 +325,11 @@ def _ensemble_ranking(member_outputs: list[dict[str, np.ndarray]], lines: list[s
     score = member_scores.mean(axis=0)
     return {"rank_score": score, "rank_percentile": _percentile_of(score, score[reference]),
             "rank_score_spread": member_scores.std(axis=0)}
+
+
+def _rank_basis(outputs: dict) -> tuple[str, str]:
+    """The preferred per-line output a model gave, and its table prefix (see RANK_OUTPUTS)."""
+    return next((name, prefix) for name, prefix in RANK_OUTPUTS if name in outputs)
 
 
 def reads_ivar(metadata: dict) -> bool:
@@ -419,6 +433,8 @@ def _write_fits(path: Path, table: dict, *, lines: list[str]) -> None:
             out[name].description = f"masked squared reconstruction error of {name[4:]} (scaled flux)"
         if name.startswith("chi2_") and name not in ("chi2_score", "chi2_percentile"):
             out[name].description = f"mean chi-square of {name[5:]} per pixel (scaled flux, propagated ivar)"
+        if name.startswith("peak_"):
+            out[name].description = f"highest 3x3-window mean chi-square of {name[5:]} (rank_score's basis)"
     out["anomaly_score"].description = "masked mean squared reconstruction error (scaled flux)"
     if "chi2_score" in out.colnames:
         out["chi2_score"].description = "mean chi-square per pixel with propagated ivar, tied DAP lines left out"
@@ -426,7 +442,7 @@ def _write_fits(path: Path, table: dict, *, lines: list[str]) -> None:
         out["nelbo_score"].description = "VAE negative ELBO (nats): expected NLL over valid pixels + KL"
     out["knn_score"].description = "mean latent distance to the k nearest training galaxies"
     out["rank_score"].description = ("recommended ranking: mean of the 3 highest per-line robust z-scores of log "
-                                     "chi2 (err for format-2 models)")
+                                     "peak chi2 (chi2 for format-3 models, err for format 2)")
     if "rank_score_spread" in out.colnames:
         out["rank_score_spread"].description = "population standard deviation of rank_score over the ensemble's models"
     out["rank_percentile"].description = "percentile of rank_score among the training galaxies"

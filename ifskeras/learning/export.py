@@ -8,7 +8,7 @@ variances and 0/1 valid masks, shape [batch, lines, size, size, 1], float32):
 - ``decode(latent)`` -> ``{"reconstruction", "scaled_reconstruction"}`` (and
   ``"likelihood_line_scale"`` for a VAE);
 - ``score(flux, valid, ivar)`` -> the noise-aware scores (``chi2_score``,
-  ``chi2_per_line``; for a VAE ``nelbo_score``, ``nll_per_line``, ``latent_kl``) on top
+  ``chi2_per_line``, ``chi2_peak_per_line``; for a VAE ``nelbo_score``, ``nll_per_line``, ``latent_kl``) on top
   of ``anomaly_score``, ``line_error``, ``line_valid_fraction``, ``latent_mean``,
   ``reconstruction``, ...; ``score(flux, valid)`` (a second signature of the same
   function) and ``score_flux(flux, valid)`` return the format-2 outputs, without ivar;
@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from ifskeras import __version__
 from ifskeras.common.files import atomic_directory
+from ifskeras.learning.models.losses import PEAK_MIN_PIXELS, PEAK_WINDOW
 from ifskeras.survey.lines import TIED_LINES, tied_lines_among
 
 __all__ = [
@@ -46,10 +47,11 @@ __all__ = [
 ]
 
 METADATA_FILE = Path("assets.extra") / "ifskeras.json"
-#: 3: ``score`` takes ``ivar`` (chi2 and, for a VAE, negative-ELBO scores); the old
+#: 4: ``score(flux, valid, ivar)`` also returns ``chi2_peak_per_line`` (what
+#: ``rank_score`` is built from). 3: ``score`` takes ``ivar`` (chi2 and, for a VAE, negative-ELBO scores); the old
 #: ``score(flux, valid)`` stays as a second signature and as ``score_flux``; ``decode``
 #: added. 2: the ``scale`` endpoint was added.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 class ExportError(RuntimeError):
     """A model could not be exported or an exported model could not be read."""
@@ -87,6 +89,8 @@ def export_model(model, out_dir: str | os.PathLike, *, lines, size: int, extra: 
         "latent_dim": int(config.get("latent_dim", 0)),
         "model_config": config,
         "tied_lines": tied_lines_among(lines),
+        "chi2_peak_window": PEAK_WINDOW,
+        "chi2_peak_min_pixels": PEAK_MIN_PIXELS,
         "loss_excluded_lines": loss_excluded,
         "chi2_excluded_lines": sorted(set(tied_lines_among(lines)) | set(loss_excluded) if exclude_tied_lines
                                       else loss_excluded),

@@ -12,6 +12,7 @@ from ifskeras.learning.models.losses import (
     masked_chi_square_per_line,
     masked_squared_error,
     masked_squared_error_per_line,
+    peak_chi_square_per_line,
     pooled_line_mean,
 )
 from ifskeras.learning.models.scaling import FluxScaling
@@ -62,7 +63,7 @@ class ConvLSTMAutoencoder(keras.Model):
     >>> flux = keras.ops.ones((2, 3, 16, 16, 1))
     >>> losses = model.per_example_losses(flux, flux, flux, training=True)
     >>> scores = model.score(flux, flux)  # anomaly_score, line_error, latent_mean, ...
-    >>> noise_aware = model.score(flux, flux, flux)  # adds chi2_score and chi2_per_line
+    >>> noise_aware = model.score(flux, flux, flux)  # adds chi2_score, chi2_per_line, chi2_peak_per_line
     """
 
     kind = "ae"
@@ -252,6 +253,10 @@ class ConvLSTMAutoencoder(keras.Model):
           ``ivar > 0`` of ``(scaled - reconstruction)**2 / var_scaled``, where
           ``var_scaled = (d scaled / d flux)**2 / ivar`` is the flux variance propagated
           into scaled space at the observed flux (0 for a line without such pixels);
+        - ``"chi2_peak_per_line"`` [B, L]: the highest mean of the same chi2 in a 3 x 3
+          window of the line's map (windows with at least 5 such pixels; 0 without
+          one): a compact residual, such as a nucleus, is not averaged away over the
+          whole map (``rank_score`` is built from it);
         - ``"chi2_score"`` [B]: the same mean pooled over the pixels of the lines in
           ``chi2_line_mask`` ([L], 1 = counted; None = every line): each pixel weighs
           the same, as in ``anomaly_score``;
@@ -286,10 +291,10 @@ class ConvLSTMAutoencoder(keras.Model):
             # only: the encoder input, and so every score above, does not depend on ivar.
             ivar = tf.cast(ivar, tf.float32)
             ivar = tf.where(tf.math.is_finite(ivar) & (valid > 0), ivar, 0.0)
-            chi2_sums, chi2_counts = masked_chi_square_per_line(
-                target, reconstruction, self._scaled_variance(flux, ivar, valid)
-            )
+            scaled_variance = self._scaled_variance(flux, ivar, valid)
+            chi2_sums, chi2_counts = masked_chi_square_per_line(target, reconstruction, scaled_variance)
             result["chi2_per_line"] = tf.math.divide_no_nan(chi2_sums, chi2_counts)
+            result["chi2_peak_per_line"] = peak_chi_square_per_line(target, reconstruction, scaled_variance)
             result["chi2_score"] = pooled_line_mean(chi2_sums, chi2_counts, chi2_line_mask)
             result.update(self._likelihood_scores(target, flux, ivar, counted, encoded))
         return result
