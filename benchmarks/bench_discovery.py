@@ -297,8 +297,8 @@ def results_file(mode: str) -> Path:
 
 
 #: Columns of the Markdown table: the scores every run has, in the order the docs discuss them.
-TABLE_SCORES = ("rank_score", "rank_score_map_mean", "anomaly_score", "chi2_score", "nelbo_score", "knn_score", "combined_score",
-                "pca_error", "isolation_forest", "random")
+TABLE_SCORES = ("rank_score", "rank_score_map_mean", "anomaly_score", "chi2_score", "nelbo_score", "knn_score",
+                "combined_score", "pca_error", "isolation_forest", "random")
 
 
 def markdown_table(results: dict) -> str:

@@ -111,7 +111,8 @@ def test_format_version_4_is_written_and_documented(trained_ae, trained_vae, exp
     assert re.search(r"^# SavedModel reference \(format version 4\)", text, re.M)
     for version in (1, 2, 3, 4):
         assert re.search(rf"^\| {version} \|", text, re.M), f"format version {version} missing from the history"
-    for name in ("chi2_score", "chi2_per_line", "chi2_peak_per_line", "nelbo_score", "nll_per_line", "latent_kl", "score_flux", "decode"):
+    for name in ("chi2_score", "chi2_per_line", "chi2_peak_per_line", "nelbo_score", "nll_per_line", "latent_kl",
+                 "score_flux", "decode"):
         assert f"`{name}`" in text, name
 
 

@@ -57,7 +57,7 @@ RANK_SCORE_EXPLANATION = (
     "mean of a galaxy's "
     f"{TOP_LINES} highest line z-scores. A galaxy ranks high when a few of its lines are reconstructed much worse "
     "than is usual for those lines, whatever their brightness, as an AGN's [OIII], [OI] or HeII maps are. The rule "
-    "was fixed on development surveys before the benchmark surveys were made and never sees labels; anomaly_score "
+    "was fixed on development surveys, never on the benchmark surveys, and never sees labels; anomaly_score "
     "(the paper's reconstruction error), chi2_score, knn_score and combined_score are kept beside it."
 )
 

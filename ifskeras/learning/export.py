@@ -47,10 +47,10 @@ __all__ = [
 ]
 
 METADATA_FILE = Path("assets.extra") / "ifskeras.json"
-#: 4: ``score(flux, valid, ivar)`` also returns ``chi2_peak_per_line`` (what
-#: ``rank_score`` is built from). 3: ``score`` takes ``ivar`` (chi2 and, for a VAE, negative-ELBO scores); the old
-#: ``score(flux, valid)`` stays as a second signature and as ``score_flux``; ``decode``
-#: added. 2: the ``scale`` endpoint was added.
+#: 4: ``score(flux, valid, ivar)`` also returns ``chi2_peak_per_line``, what
+#: ``rank_score`` is built from. 3: ``score`` takes ``ivar`` (chi2 and, for a VAE,
+#: negative-ELBO scores); the old ``score(flux, valid)`` stays as a second signature and
+#: as ``score_flux``; ``decode`` added. 2: the ``scale`` endpoint was added.
 FORMAT_VERSION = 4
 
 class ExportError(RuntimeError):
