@@ -69,6 +69,32 @@ def test_the_peak_errors_are_preferred_to_the_map_means():
                                   rank_scores(only_means, LINES, train, excluded_lines=[TIED_COPY])["rank_score"])
 
 
+def test_an_overflowed_error_counts_as_the_most_unusual():
+    errors = np.array([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0], [np.inf, 20.0]])
+    z = line_z_scores(errors, np.array([True, True, True, False]))
+    assert np.isfinite(z).all() and z[3, 0] > 100
+
+
+def test_the_report_paragraph_and_top_table_follow_the_rank_basis():
+    from ifskeras.discovery.ranking import rank_basis_of, rank_score_explanation
+    from ifskeras.discovery.tables import format_top_table
+
+    peaks = {**_table(seed=4), **_table(seed=5, prefix="peak_"), **_table(seed=6, prefix="err_")}
+    assert rank_basis_of(peaks) == "peak_"
+    assert rank_basis_of({k: v for k, v in peaks.items() if not k.startswith("peak_")} | {"chi2_score": 1}) == "chi2_"
+    assert rank_basis_of({"err_HB-4862": 1, "chi2_score": 1}) == "err_"
+    assert "3 x 3" in rank_score_explanation("peak_") and "3 x 3 peak existed" in rank_score_explanation("chi2_")
+    # The top table names each galaxy's highest line z-scores of the rank basis, tied copy left out.
+    peaks["peak_OIII-5008"][7] *= 50
+    peaks["peak_OIII-4960"][7] *= 500
+    peaks["split"] = np.array(["train"] * 40)
+    ranked = rank_scores(peaks, LINES, np.ones(40, bool), excluded_lines=[TIED_COPY])["rank_score"]
+    ids = [f"g{i}" for i in range(40)]
+    rows = format_top_table(peaks, ids, None, ranked, "rank_score", 1)
+    assert rows[0][-1] == "most unusual lines (z)" and rows[1][1] == "g7"
+    assert rows[1][-1].startswith("[OIII] 5008") and "4960" not in rows[1][-1]
+
+
 def test_fallback_to_err_and_missing_lines():
     table = _table(prefix="err_")
     train = np.ones(40, bool)

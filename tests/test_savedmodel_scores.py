@@ -157,6 +157,11 @@ def test_peak_chi2_finds_a_compact_residual_the_map_mean_dilutes():
     assert peak[0, 0] == pytest.approx(10.0, rel=1e-5)
     assert sums[0, 0] / counts[0, 0] == pytest.approx(1 + 9 * 9 / 144, rel=1e-5)  # the mean: 1.56
     assert peak[1, 0] == 0.0 and counts[1, 0] == 4
+    variance[1, 0, 2, 0] = 1.0  # a fifth measured pixel: the corner window now counts
+    assert peak_chi_square_per_line(target, prediction, variance).numpy()[1, 0] == pytest.approx(1.0)
+    # A map smaller than the window has no window at all.
+    small = np.ones((2, 1, 2, 2, 1), np.float32)
+    np.testing.assert_array_equal(peak_chi_square_per_line(small, 0 * small, small).numpy(), 0.0)
 
 
 def test_score_without_ivar_keeps_the_format_2_outputs(exported_vae, record_batch):

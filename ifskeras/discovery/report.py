@@ -24,7 +24,7 @@ import numpy as np
 from ifskeras import __version__
 from ifskeras.discovery.comparison import Comparison
 from ifskeras.discovery.metrics import Evaluation, class_display_name
-from ifskeras.discovery.ranking import RANK_SCORE_EXPLANATION
+from ifskeras.discovery.ranking import rank_basis_of, rank_score_explanation
 from ifskeras.discovery.retrieval import Retrieval
 from ifskeras.discovery.tables import (
     as_text,
@@ -184,7 +184,7 @@ def write_report(
     # Score histogram.
     body.append(_section_head("scores"))
     if score_column == "rank_score":
-        body.append(f"<p>{_esc(RANK_SCORE_EXPLANATION)}</p>")
+        body.append(f"<p>{_esc(rank_score_explanation(rank_basis_of(columns)))}</p>")
     path = figures.plot_score_histogram(score, fig_dir / "score_histogram.png", score_name=score_column,
                                         labels=None if labels is None else labels.astype(str))
     body.append(_figure_html(path, out_dir, f"Distribution of {score_column} with its 95th and 99th percentiles."))

@@ -148,8 +148,9 @@ def format_top_table(columns, ids, labels, score, score_column: str, top_n: int)
 
     ``columns`` maps column names of the scores table to arrays; ``ids`` and ``labels``
     (or ``None``) are its id and label columns as text. Besides ``score_column``, the
-    rows show the other model scores present and the ``_TOP_LINES`` lines of largest
-    ``err_<LINE>``.
+    rows show the other model scores present and the galaxy's ``_TOP_LINES`` most unusual
+    lines with their z-scores: the lines ``rank_score`` is the mean of (see
+    :func:`unusual_line_z_scores`).
     """
     order = np.argsort(-np.where(np.isfinite(score), score, -np.inf), kind="stable")[: max(0, int(top_n))]
     extra = [c for c in MODEL_SCORE_COLUMNS if c in columns and c != score_column]
@@ -159,10 +160,9 @@ def format_top_table(columns, ids, labels, score, score_column: str, top_n: int)
     else:
         finite = np.isfinite(score)
         percentile = np.array([100.0 * np.sum(score[finite] <= s) / max(1, finite.sum()) for s in score])
-    err_names = [c for c in columns if c.startswith("err_")]
-    errors = np.column_stack([np.asarray(columns[c], dtype=float) for c in err_names]) if err_names else None
+    line_z, line_names = unusual_line_z_scores(columns)
     header = ["rank", "id"] + (["split"] if "split" in columns else []) + (["class"] if labels is not None else [])
-    header += [score_column, "percentile", *extra] + (["largest per-line errors"] if errors is not None else [])
+    header += [score_column, "percentile", *extra] + (["most unusual lines (z)"] if line_z is not None else [])
     rows = [header]
     for rank, i in enumerate(order, start=1):
         row = [str(rank), ids[i]]
@@ -172,11 +172,36 @@ def format_top_table(columns, ids, labels, score, score_column: str, top_n: int)
             row.append(class_display_name(labels[i]))
         row += [format_number(score[i]), format_number(percentile[i])]
         row += [format_number(float(columns[c][i])) for c in extra]
-        if errors is not None:
-            worst = np.argsort(-np.nan_to_num(errors[i], nan=-np.inf), kind="stable")[:_TOP_LINES]
-            row.append(", ".join(_pretty(err_names[j][4:]) for j in worst))
+        if line_z is not None:
+            worst = np.argsort(-line_z[i], kind="stable")[:_TOP_LINES]
+            row.append(", ".join(f"{_pretty(line_names[j])} ({line_z[i, j]:.1f})" for j in worst))
         rows.append(row)
     return rows
+
+
+def unusual_line_z_scores(columns) -> tuple[np.ndarray | None, list[str]]:
+    """Per-line z-scores of the errors ``rank_score`` is built from: ([N, L] or None, line names).
+
+    The first per-line basis the table has all lines of (``peak_``, ``chi2_``, ``err_``),
+    as robust z-scores against the training galaxies (every galaxy without a split
+    column), tied DAP doublet copies left out: the numbers ``rank_score`` averages the
+    highest three of.
+    """
+    from ifskeras.discovery.ranking import RANK_BASES, line_z_scores
+    from ifskeras.survey.lines import tied_lines_among
+
+    for base in RANK_BASES:
+        names = [c[len(base):] for c in columns
+                 if c.startswith(base) and c not in ("chi2_score", "chi2_percentile")]
+        names = [name for name in names if name not in tied_lines_among(names)]
+        if names:
+            break
+    else:
+        return None, []
+    errors = np.column_stack([np.asarray(columns[base + name], dtype=float) for name in names])
+    split = np.asarray(columns["split"]).astype(str) if "split" in columns else None
+    reference = split == "train" if split is not None and (split == "train").any() else np.ones(len(errors), bool)
+    return line_z_scores(errors, reference), names
 
 
 def _pretty(name: str) -> str:

@@ -267,8 +267,9 @@ class ConvLSTMAutoencoder(keras.Model):
 
         A model trained with lines left out of its loss (``loss_line_mask``) never learnt
         to reconstruct them: they are left out of ``anomaly_score``, ``chi2_score`` and the
-        VAE's likelihood scores too (``line_error`` and ``chi2_per_line`` still show them,
-        ``nll_per_line`` gives them 0).
+        VAE's likelihood scores too (``line_error``, ``chi2_per_line`` and
+        ``chi2_peak_per_line`` still show them, ``nll_per_line`` gives them 0; ``rank_score``
+        leaves them out through the metadata's ``chi2_excluded_lines``).
         """
         flux, _, valid = _sanitise(flux, None, valid)
         target = self.scale_flux(flux)

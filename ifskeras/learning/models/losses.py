@@ -95,11 +95,13 @@ def peak_chi_square_per_line(target, prediction, variance, *, window: int = PEAK
 
     Windows lie wholly inside the map and count only pixels with ``variance > 0``; a
     window with fewer than ``min_pixels`` such pixels is skipped, and a line without any
-    counted window gets 0. Why a local peak: an AGN's or a compact starburst's residual
+    counted window (or a map smaller than the window) gets 0. Why a local peak: an AGN's or a compact starburst's residual
     sits in a few neighbouring pixels, and the mean over the whole map
     (:func:`masked_chi_square_per_line`) divides it by every pixel of the galaxy.
     """
     target, prediction, variance = _float32(target, prediction, variance)
+    if target.shape[2] is not None and target.shape[2] < window:  # no window fits in the map
+        return tf.zeros(tf.shape(target)[:2], tf.float32)
     used = variance > 0
     chi_square = tf.where(used, tf.square(target - prediction) / tf.where(used, variance, 1.0), 0.0)
     shape = tf.shape(chi_square)
