@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 __all__ = ["TOP_LINES", "RANK_RULE", "RANK_BASES", "RANK_SCORE_EXPLANATION", "rank_score_explanation",
-           "rank_basis_of", "line_z_scores", "rank_scores"]
+           "rank_basis_of", "per_line_names", "line_z_scores", "rank_scores"]
 
 #: Number of the galaxy's most unusual lines averaged into ``rank_score``.
 TOP_LINES = 3
@@ -82,12 +82,15 @@ def rank_score_explanation(basis: str = "peak_") -> str:
 RANK_SCORE_EXPLANATION = rank_score_explanation()
 
 
+def per_line_names(columns, base: str) -> list[str]:
+    """The lines a scores table has ``BASE<LINE>`` columns for (``chi2_score`` and its percentile are not lines)."""
+    return [name[len(base):] for name in columns
+            if name.startswith(base) and name not in ("chi2_score", "chi2_percentile")]
+
+
 def rank_basis_of(columns: Mapping[str, np.ndarray]) -> str:
     """The per-line basis a scores table's rank_score was built from: the first of RANK_BASES it has."""
-    for base in RANK_BASES:
-        if any(name.startswith(base) and name not in ("chi2_score", "chi2_percentile") for name in columns):
-            return base
-    return "err_"
+    return next((base for base in RANK_BASES if per_line_names(columns, base)), "err_")
 
 
 def line_z_scores(per_line: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -187,16 +187,13 @@ def unusual_line_z_scores(columns) -> tuple[np.ndarray | None, list[str]]:
     column), tied DAP doublet copies left out: the numbers ``rank_score`` averages the
     highest three of.
     """
-    from ifskeras.discovery.ranking import RANK_BASES, line_z_scores
+    from ifskeras.discovery.ranking import line_z_scores, per_line_names, rank_basis_of
     from ifskeras.survey.lines import tied_lines_among
 
-    for base in RANK_BASES:
-        names = [c[len(base):] for c in columns
-                 if c.startswith(base) and c not in ("chi2_score", "chi2_percentile")]
-        names = [name for name in names if name not in tied_lines_among(names)]
-        if names:
-            break
-    else:
+    base = rank_basis_of(columns)
+    names = per_line_names(columns, base)
+    names = [name for name in names if name not in tied_lines_among(names)]
+    if not names:
         return None, []
     errors = np.column_stack([np.asarray(columns[base + name], dtype=float) for name in names])
     split = np.asarray(columns["split"]).astype(str) if "split" in columns else None
