@@ -8,7 +8,10 @@ from astropy.table import Table
 
 from ifskeras.discovery.ranking import TOP_LINES, line_z_scores, rank_scores
 from ifskeras.discovery.score import load_scores
+from pictures import assert_picture
 
+#: Colour of the gallery bars rank_score averages (figures.maps.plot_gallery's highlight).
+HIGHLIGHT_RGB = (0xDD, 0x84, 0x52)
 LINES = ("HB-4862", "OIII-4960", "OIII-5008", "HA-6564", "NII-6585")
 TIED_COPY = "OIII-4960"
 
@@ -106,6 +109,23 @@ def test_fallback_to_err_and_missing_lines():
         rank_scores({"err_HB-4862": np.ones(3)}, LINES, np.ones(3, bool))
 
 
+def test_gallery_line_z_follow_the_map_order_without_tied_copies():
+    from ifskeras.discovery.pipeline import _line_z_by_map_order
+    from ifskeras.discovery.tables import unusual_line_z_scores
+
+    table = _table(prefix="peak_")
+    table["peak_OIII-5008"][5] *= 40
+    table |= {"id": np.array([f"g{i}" for i in range(40)]), "split": np.array(["train"] * 30 + ["test"] * 10)}
+    map_order = list(LINES)[::-1]
+    by_line = _line_z_by_map_order(table, map_order)
+    z, names = unusual_line_z_scores(table)
+    assert by_line.shape == (40, len(LINES)) and TIED_COPY not in names
+    assert np.isnan(by_line[:, map_order.index(TIED_COPY)]).all()
+    for k, name in enumerate(names):
+        np.testing.assert_array_equal(by_line[:, map_order.index(name)], z[:, k])
+    assert np.nanargmax(by_line[5]) == map_order.index("OIII-5008")
+
+
 def test_tiny_survey_scores_and_report_rank_by_rank_score(tiny_scores, tmp_path):
     from ifskeras.discovery.pipeline import report_run
 
@@ -121,6 +141,9 @@ def test_tiny_survey_scores_and_report_rank_by_rank_score(tiny_scores, tmp_path)
 
     page = report_run(tiny_scores, tmp_path / "report", top_n=3, neighbour_queries=1).read_text(encoding="utf-8")
     assert "Galaxies are ranked by rank_score" in page
+    # The galleries' bar charts show the line z-scores, the three rank_score averages in orange.
+    gallery = next((tmp_path / "report" / "figures").glob("gallery_01_*.png"))
+    assert np.all(assert_picture(gallery) == HIGHLIGHT_RGB, axis=-1).sum() > 50
     best = str(table["id"][int(np.argmax(table["rank_score"]))])
     top_table = page.split("Top 3 galaxies by rank_score", 1)[1]
     assert top_table.index(best) < top_table.index("</table>")

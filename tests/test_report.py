@@ -186,6 +186,12 @@ def test_figures_write_pngs_and_validate(tmp_path):
         figures.plot_neighbours(flux[:, :2], valid[:, :2], LINES[:2], tmp_path / "n.png", ids=["a", "b"])
     with pytest.raises(ValueError, match="line_error"):
         figures.plot_gallery(flux[0], flux[0], valid[0], LINES, np.ones(3), tmp_path / "g.png")
+    # Highlighted bars (the lines a score averages) get their own colour; a NaN gets no bar.
+    z = np.array([0.5, np.nan, 3.0, 2.0])
+    orange = [np.all(assert_picture(figures.plot_gallery(flux[0], flux[0], valid[0], LINES, z, tmp_path / f"z{k}.png",
+                                                         highlight=k)) == (0xDD, 0x84, 0x52), axis=-1).sum()
+              for k in (0, 1, 2)]
+    assert orange[0] == 0 < orange[1] < orange[2]
     with pytest.raises(ValueError, match="'loss'"):
         figures.plot_loss_curves({"val_loss": [1.0]}, tmp_path / "l.png")
 

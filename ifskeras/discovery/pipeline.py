@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ifskeras.discovery.score import ScoringError, load_model, load_scores
-from ifskeras.discovery.tables import MODEL_SCORE_COLUMNS
+from ifskeras.discovery.tables import MODEL_SCORE_COLUMNS, unusual_line_z_scores
 
 __all__ = [
     "MODEL_SCORES",
@@ -231,6 +231,7 @@ def _gallery_items(scores_dir: Path, table: dict, provenance: dict, ids: list[st
     row_of = {galaxy: i for i, galaxy in enumerate(table["id"])}
     column = ranking_column(table)
     percentile = "rank_percentile" if column == "rank_score" else "anomaly_percentile"
+    line_z = _line_z_by_map_order(table, provenance["model_metadata"]["lines"]) if column == "rank_score" else None
     items = []
     for j, galaxy in enumerate(ids):
         row = row_of[galaxy]
@@ -243,8 +244,21 @@ def _gallery_items(scores_dir: Path, table: dict, provenance: dict, ids: list[st
             "reconstruction": reconstruction[j],
             "valid": batch["valid"][j, ..., 0],
             "line_error": line_error[j],
+            "line_z": None if line_z is None else line_z[row],
         })
     return items
+
+
+def _line_z_by_map_order(table: dict, lines: list[str]) -> np.ndarray | None:
+    """[N, L] z-scores rank_score averages, in the maps' line order; NaN for lines it leaves out."""
+    z, names = unusual_line_z_scores(table)
+    if z is None:
+        return None
+    out = np.full((len(table["id"]), len(lines)), np.nan)
+    for k, name in enumerate(names):
+        if name in lines:
+            out[:, lines.index(name)] = z[:, k]
+    return out
 
 
 def _neighbour_items(scores_dir: Path, table: dict, provenance: dict, query_ids: list[str], k: int) -> list[dict]:

@@ -24,7 +24,7 @@ import numpy as np
 from ifskeras import __version__
 from ifskeras.discovery.comparison import Comparison
 from ifskeras.discovery.metrics import Evaluation, class_display_name
-from ifskeras.discovery.ranking import rank_basis_of, rank_score_explanation
+from ifskeras.discovery.ranking import TOP_LINES, rank_basis_of, rank_score_explanation
 from ifskeras.discovery.retrieval import Retrieval
 from ifskeras.discovery.tables import (
     as_text,
@@ -115,7 +115,9 @@ def write_report(
         Training history with ``epoch``, ``loss``, ``val_loss`` (and VAE loss terms).
     galleries : sequence of mappings
         Each ``{id, label, score, percentile, flux, reconstruction, valid, line_error}``
-        with maps of shape (L, S, S) in flux units and ``line_error`` of shape (L,).
+        with maps of shape (L, S, S) in flux units and ``line_error`` of shape (L,);
+        an optional ``line_z`` of shape (L,) (the line z-scores rank_score averages, NaN
+        for lines it leaves out) is shown instead of ``line_error``.
     neighbours : sequence of mappings
         Each ``{query_id, neighbour_ids, distances, flux, valid}`` and optionally
         ``labels``: ``flux`` and ``valid`` of shape (1 + k, L, S, S) hold the query
@@ -258,8 +260,9 @@ def write_report(
     for rank, item in enumerate(galleries, start=1):
         gid = as_text(item["id"])
         caption = _gallery_caption(rank, item, score_column)
-        path = figures.plot_gallery(item["flux"], item["reconstruction"], item["valid"], lines, item["line_error"],
-                                    fig_dir / f"gallery_{rank:02d}_{_safe(gid)}.png", title=caption)
+        path = figures.plot_gallery(item["flux"], item["reconstruction"], item["valid"], lines,
+                                    path=fig_dir / f"gallery_{rank:02d}_{_safe(gid)}.png", title=caption,
+                                    **_gallery_bars(item))
         body.append(_figure_html(path, out_dir, caption))
 
     # Neighbours.
@@ -367,6 +370,14 @@ def _provenance_value(value: Any) -> str:
     if isinstance(value, Mapping | list | tuple):
         return json.dumps(value, default=str, sort_keys=True)
     return str(value)
+
+
+def _gallery_bars(item: Mapping[str, Any]) -> dict:
+    """The gallery's bar chart: the line z-scores rank_score averages when the item has them."""
+    if item.get("line_z") is None:
+        return {"line_error": item["line_error"]}
+    return {"line_error": item["line_z"], "highlight": TOP_LINES,
+            "error_label": f"line z-score\n(rank_score: mean of\nthe {TOP_LINES} highest, orange)"}
 
 
 def _gallery_caption(rank: int, item: Mapping[str, Any], score_column: str) -> str:

@@ -41,6 +41,7 @@ def plot_gallery(
     title: str = "",
     linear_width: float = DEFAULT_LINEAR_WIDTH,
     error_label: str = "per-line reconstruction error",
+    highlight: int = 0,
 ) -> Path:
     """One galaxy: input, reconstruction and residual maps of every line, and the per-line error.
 
@@ -59,6 +60,9 @@ def plot_gallery(
         Arcsinh softening of the colour scales, flux units.
     error_label : str
         Y-axis label of the bar chart.
+    highlight : int
+        Colour the bars of this many highest values apart (the lines a score averages).
+        A NaN value (a line the score leaves out) gets no bar.
     """
     flux, recon, valid = (np.asarray(a) for a in (flux, reconstruction, valid))
     line_error = np.asarray(line_error, dtype=float)
@@ -103,7 +107,12 @@ def plot_gallery(
         fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
     ax = fig.add_axes((_GALLERY_LEFT / width, _GALLERY_BAR_BOTTOM / height,
                        1 - (_GALLERY_LEFT + _GALLERY_RIGHT) / width, _GALLERY_BAR_HEIGHT / height))
-    ax.bar(np.arange(n_lines), np.nan_to_num(line_error), color="#4c72b0")
+    colours = np.full(n_lines, "#4c72b0", dtype=object)
+    if highlight:
+        finite = np.flatnonzero(np.isfinite(line_error))
+        colours[finite[np.argsort(line_error[finite])[::-1][:highlight]]] = "#dd8452"
+    ax.bar(np.arange(n_lines), np.where(np.isfinite(line_error), line_error, 0.0), color=list(colours))
+    ax.axhline(0.0, color="0.3", linewidth=0.6)
     ax.set_xticks(np.arange(n_lines), names, rotation=45, ha="right", fontsize=8)
     ax.set_xlim(-0.6, n_lines - 0.4)
     ax.set_ylabel(error_label, fontsize=8)
