@@ -68,9 +68,16 @@ def line_statistics(chi: np.ndarray, used: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def residual_maps(model_dir: Path, records: Path):
-    """Signed chi maps, used masks, ids and splits of every galaxy, through the SavedModel."""
+def residual_maps(model_dir: Path, records: Path, view: int = 0):
+    """Signed chi maps, used masks, ids and splits of every galaxy, through the SavedModel.
+
+    ``view`` (0-7) turns and flips every galaxy first (:func:`ifskeras.learning.augment.
+    dihedral_galaxies`; 0 is the galaxy as observed); the maps come back in that view.
+    """
+    import tensorflow as tf
+
     from ifskeras.discovery.score import load_model
+    from ifskeras.learning.augment import dihedral_galaxies
     from ifskeras.records import load_manifest, make_dataset
 
     loaded, metadata = load_model(model_dir)
@@ -81,6 +88,9 @@ def residual_maps(model_dir: Path, records: Path):
         if manifest.examples(split) == 0:
             continue
         for batch in make_dataset(records, split, batch_size=64, training=False, with_ivar=True):
+            if view:
+                index = tf.fill(tf.shape(batch["flux"])[:1], view)
+                batch = {**batch, **{key: dihedral_galaxies(batch[key], index) for key in ("flux", "valid", "ivar")}}
             out = loaded.score(batch["flux"], batch["valid"], batch["ivar"])
             flux = np.nan_to_num(batch["flux"].numpy()[..., 0].astype(np.float64))
             valid = batch["valid"].numpy()[..., 0] > 0
