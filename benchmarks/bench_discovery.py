@@ -221,10 +221,12 @@ def positive_groups(table, catalog: Path, n_bootstrap: int) -> dict[str, dict]:
             # Right of the curve's asymptote counts as above it; an unmeasured ratio as far below.
             height = np.where(x < 0.05, y - kauffmann03(np.minimum(x, 0.04)), 10.0 + x)
         scores["central_bpt"] = np.where(np.isfinite(height), height, -10.0)
-    out = {}
+    out, seen = {}, []
     for name, (members, negatives) in groups.items():
-        if not members.any():
+        # Empty groups, and groups that are another by other words (every Seyfert central), are left out.
+        if not members.any() or any(np.array_equal(members, m) and np.array_equal(negatives, n) for m, n in seen):
             continue
+        seen.append((members, negatives))
         labels = np.where(members, "positive", np.where(negatives, "SF", ""))
         chosen = {score: values for score, values in scores.items()
                   if score == "rank_score" or name.startswith("Seyfert")}
