@@ -57,6 +57,7 @@ def test_scores_have_chi2_columns_from_the_ivar_endpoint(tiny_scores, tiny_recor
                    + [f"peak_{line}" for line in DEFAULT_LINES]):
         assert column in table, column
     assert "nelbo_score" not in table  # an AE has no likelihood
+    assert not [name for name in table if name.startswith("nll_") or name == "nelbo_kl"]
     assert provenance["noise_aware_scores"] and provenance["model_format_version"] == 4
     assert provenance["rank_basis"] == "peak_"
     assert provenance["chi2_excluded_lines"] == ["NII-6549", "OI-6365", "OIII-4960"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from astropy.table import Table
 
 pytest.importorskip("tensorflow")
 
@@ -34,6 +35,15 @@ def test_vae_scores_match_the_keras_model(trained_vae, tiny_records, tmp_path):
     np.testing.assert_allclose(table["nelbo_score"], np.asarray(direct["nelbo_score"]), rtol=1e-5)
     np.testing.assert_allclose(table["chi2_score"], np.asarray(direct["chi2_score"]), rtol=1e-5)
     assert tied.sum() == 3 and provenance["noise_aware_scores"]
+    # The likelihood per line and the KL: the parts nelbo_score is the sum of.
+    lines = provenance["model_metadata"]["lines"]
+    nll = np.column_stack([table[f"nll_{line}"] for line in lines])
+    np.testing.assert_allclose(nll, np.asarray(direct["nll_per_line"]), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(table["nelbo_kl"], np.asarray(direct["latent_kl"]), rtol=1e-5)
+    np.testing.assert_allclose(nll.sum(axis=1) + table["nelbo_kl"], table["nelbo_score"], rtol=1e-5)
+    fits = Table.read(result.out_dir / "scores.fits")
+    assert "negative log-likelihood" in fits[f"nll_{lines[0]}"].description
+    np.testing.assert_allclose(np.asarray(fits["nelbo_kl"]), table["nelbo_kl"], rtol=1e-12)
     for column in ("knn_score", "combined_score", "anomaly_percentile", "nelbo_score", "nelbo_percentile",
                    "chi2_percentile"):
         assert np.isfinite(table[column]).all(), column

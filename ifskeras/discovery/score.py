@@ -46,7 +46,9 @@ NOISE_AWARE_FORMAT = 3
 PEAK_FORMAT = 4
 #: Outputs of the ``score`` endpoint that go into the scores table (those the model gives).
 TABLE_OUTPUTS = ("anomaly_score", "line_error", "latent_mean", "chi2_score", "chi2_per_line", "chi2_peak_per_line",
-                 "nelbo_score")
+                 "nelbo_score", "nll_per_line", "latent_kl")
+#: Per-line outputs of the ``score`` endpoint and the prefix of their ``PREFIX<LINE>`` table columns.
+PER_LINE_OUTPUTS = (("chi2_per_line", "chi2_"), ("chi2_peak_per_line", "peak_"), ("nll_per_line", "nll_"))
 #: Per-line outputs rank_score can be built from, the preferred first, and their table prefixes.
 RANK_OUTPUTS = (("chi2_peak_per_line", "peak_"), ("chi2_per_line", "chi2_"), ("line_error", "err_"))
 
@@ -110,8 +112,9 @@ def score_records(
 
     Writes to ``out_dir``: ``scores.csv`` and ``scores.fits`` (one row per galaxy with
     id, split, label, anomaly_score, anomaly_percentile, knn_score, knn_percentile,
-    combined_score, chi2_score, chi2_percentile, [nelbo_score, nelbo_percentile],
-    err_<LINE>, chi2_<LINE>, peak_<LINE>, latent_<i>, central line ratios, umap_x, umap_y),
+    combined_score, chi2_score, chi2_percentile, [nelbo_score, nelbo_percentile, nelbo_kl],
+    err_<LINE>, chi2_<LINE>, peak_<LINE>, [nll_<LINE>], latent_<i>, central line ratios, umap_x,
+    umap_y; the bracketed ones for a VAE),
     ``latents.npy`` and ``scoring.json`` (which model and records were scored).
 
     The chi2 columns come from the ``score(flux, valid, ivar)`` endpoint of format-3
@@ -233,7 +236,9 @@ def score_records(
             table[f"{prefix}_percentile"] = _percentile_of(values, values[reference])
     for index, line in enumerate(lines):
         table[f"err_{line}"] = line_errors[:, index]
-    for name, prefix in (("chi2_per_line", "chi2_"), ("chi2_peak_per_line", "peak_")):
+    if "latent_kl" in outputs:  # the VAE's nelbo_score is sum(nll_<LINE>) + nelbo_kl
+        table["nelbo_kl"] = outputs["latent_kl"]
+    for name, prefix in PER_LINE_OUTPUTS:
         if name in outputs:
             for index, line in enumerate(lines):
                 table[f"{prefix}{line}"] = outputs[name][:, index]
@@ -435,11 +440,15 @@ def _write_fits(path: Path, table: dict, *, lines: list[str]) -> None:
             out[name].description = f"mean chi-square of {name[5:]} per pixel (scaled flux, propagated ivar)"
         if name.startswith("peak_"):
             out[name].description = f"highest 3x3-window mean chi-square of {name[5:]} (rank_score's basis)"
+        if name.startswith("nll_"):
+            out[name].description = f"VAE expected negative log-likelihood of {name[4:]}'s valid pixels (nats)"
     out["anomaly_score"].description = "masked mean squared reconstruction error (scaled flux)"
     if "chi2_score" in out.colnames:
         out["chi2_score"].description = "mean chi-square per pixel with propagated ivar, tied DAP lines left out"
     if "nelbo_score" in out.colnames:
         out["nelbo_score"].description = "VAE negative ELBO (nats): expected NLL over valid pixels + KL"
+    if "nelbo_kl" in out.colnames:
+        out["nelbo_kl"].description = "VAE KL(q(z|x) || N(0, I)) (nats): nelbo_score = sum of nll_<LINE> + this"
     out["knn_score"].description = "mean latent distance to the k nearest training galaxies"
     out["rank_score"].description = ("recommended ranking: mean of the 3 highest per-line robust z-scores of log "
                                      "peak chi2 (chi2 for format-3 models, err for format 2)")
