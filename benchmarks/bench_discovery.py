@@ -184,11 +184,11 @@ def positive_groups(table, catalog: Path, n_bootstrap: int) -> dict[str, dict]:
     Groups come from the synthetic catalog's truth (blueberries; Seyferts, split into weak,
     off-centre and the rest where the survey has them; and every positive against only the
     SF galaxies without a bar, edge-on disc or companion, which shows what that nuisance
-    structure costs). ``central_bpt`` is a physics
-    reference, not an anomaly score: the height above the Kauffmann et al. (2003) line of the
-    central aperture's ratios (the ``log_nii_ha``/``log_oiii_hb`` columns of scores.csv, no
-    training). Seyferts are defined by that diagram, so it shows how much of a group's
-    signal is in the data; blueberries lie below the line, so it is given for Seyferts only.
+    structure costs). ``central_bpt`` is a physics reference, not an anomaly score: the
+    height above the Kauffmann et al. (2003) line of the central aperture's ratios (the
+    ``log_nii_ha``/``log_oiii_hb`` columns of scores.csv, no training). Seyferts are defined
+    by that diagram, so it shows how much of a group's signal is in the data; blueberries
+    lie below the line, so it is given for Seyferts only.
     """
     import csv
 
@@ -281,8 +281,8 @@ def summarise_groups(runs: list[dict]) -> dict[str, dict]:
     summary = {}
     for name, group in runs[0].get("groups", {}).items():
         values = [run["groups"][name]["rank_score"]["value"] for run in runs if name in run.get("groups", {})]
-        summary[name] = {"n": group["n"], "n_negative": group["n_negative"], "rank_score": {"mean": round(sum(values) / len(values), 4),
-                                                         "min": round(min(values), 4), "max": round(max(values), 4)}}
+        rank = {"mean": round(sum(values) / len(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
+        summary[name] = {"n": group["n"], "n_negative": group["n_negative"], "rank_score": rank}
         if "central_bpt" in group:
             summary[name]["central_bpt"] = round(group["central_bpt"]["value"], 4)
     return summary
