@@ -167,7 +167,9 @@ def evaluate(scores: Path, n_bootstrap: int) -> dict[str, dict]:
     out = {"n_positive": bundle.evaluation.n_positive, "n_negative": bundle.evaluation.n_negative, "scores": {}}
     for name, metric in metrics.items():
         out["scores"][name] = {"auroc": metric.auroc.to_dict(), "ap": metric.average_precision.to_dict()}
-    out["groups"] = positive_groups(table, scores.parent.parent / "survey" / "catalog.csv", n_bootstrap)
+    catalog = scores.parent.parent / "survey" / "catalog.csv"
+    if catalog.exists():  # the synthetic survey's truth, for the per-group breakdown
+        out["groups"] = positive_groups(table, catalog, n_bootstrap)
     return out
 
 
@@ -176,15 +178,20 @@ NUISANCE_COLUMNS = ("barred", "edge_on", "companion_dx", "companion_dy")
 #: Seyferts whose nucleus peaks below this times the host's Halpha peak count as weak: the
 #: realistic survey draws its diluted nuclei at 0.03-0.5, every other nucleus at 5-20.
 WEAK_AGN_CONTRAST = 1.0
+#: log [NII]/Halpha of the Kauffmann et al. (2003) curve's asymptote (ifskeras.survey.bpt.kauffmann03).
+KAUFFMANN03_ASYMPTOTE = 0.05
+#: Cap of the central-BPT height left of that asymptote, where the curve falls to -inf.
+BPT_HEIGHT_CAP = 10.0
 
 
 def positive_groups(table, catalog: Path, n_bootstrap: int) -> dict[str, dict]:
     """Which positives rank_score finds: its AUROC for each kind of positive against all SF.
 
-    Groups come from the synthetic catalog's truth (blueberries; Seyferts, split into weak,
-    off-centre and the rest where the survey has them; and every positive against only the
-    SF galaxies without a bar, edge-on disc or companion, which shows what that nuisance
-    structure costs). ``central_bpt`` is a physics reference, not an anomaly score: the
+    Groups come from the synthetic catalog's truth: blueberries; Seyferts, and where the
+    survey has them the three kinds that split them (weak nuclei wherever they are,
+    full-strength off-centre ones, full-strength central ones); and every positive against
+    only the SF galaxies without a bar, edge-on disc or companion, which shows what that
+    nuisance structure costs. ``central_bpt`` is a physics reference, not an anomaly score: the
     height above the Kauffmann et al. (2003) line of the central aperture's ratios (the
     ``log_nii_ha``/``log_oiii_hb`` columns of scores.csv, no training). Seyferts are defined
     by that diagram, so it shows how much of a group's signal is in the data; blueberries
@@ -203,33 +210,39 @@ def positive_groups(table, catalog: Path, n_bootstrap: int) -> dict[str, dict]:
     kind = np.array([row["class"] for row in rows])
     contrast = np.array([float(row.get("agn_contrast") or 0.0) for row in rows])
     offset = np.array([float(row.get("agn_offset") or 0.0) for row in rows])
-    nuisance = np.array([any(row.get(key) not in (None, "", "0", "0.0") for key in NUISANCE_COLUMNS) for row in rows])
+    nuisance = np.array([any(float(row.get(key) or 0.0) != 0.0 for key in NUISANCE_COLUMNS) for row in rows])
     seyfert, star_forming = kind == "Seyfert", kind == "SF"
     weak = seyfert & (contrast < WEAK_AGN_CONTRAST)
-    everyone = seyfert | (kind == "blueberry")
+    all_positives = seyfert | (kind == "blueberry")
     # name -> (positives, negatives)
     groups = {"blueberry": (kind == "blueberry", star_forming), "Seyfert": (seyfert, star_forming),
-              "Seyfert weak": (weak, star_forming), "Seyfert off-centre": (seyfert & (offset > 0), star_forming),
+              "Seyfert weak": (weak, star_forming),
+              "Seyfert off-centre, not weak": (seyfert & ~weak & (offset > 0), star_forming),
               "Seyfert central, not weak": (seyfert & ~weak & (offset == 0), star_forming)}
     if nuisance.any():
-        groups["all, against SF without bar/edge-on/companion"] = (everyone, star_forming & ~nuisance)
+        groups["all, against SF without bar/edge-on/companion"] = (all_positives, star_forming & ~nuisance)
     scores = {"rank_score": np.asarray(table["rank_score"], dtype=float)}
     if {"log_nii_ha", "log_oiii_hb"} <= set(table):
         x, y = (np.asarray(table[name], dtype=float) for name in ("log_nii_ha", "log_oiii_hb"))
         with np.errstate(invalid="ignore", divide="ignore"):
-            # Right of the curve's asymptote counts as above it; an unmeasured ratio as far below.
-            height = np.where(x < 0.05, y - kauffmann03(np.minimum(x, 0.04)), 10.0 + x)
-        scores["central_bpt"] = np.where(np.isfinite(height), height, -10.0)
+            # The curve falls to -inf at its asymptote, so the height is capped below it and a point
+            # right of it (above the curve, as bpt.classify_bpt counts it) ranks above every capped
+            # one; an unmeasured ratio ranks as far below.
+            left = x < KAUFFMANN03_ASYMPTOTE
+            height = np.where(left, np.minimum(y - kauffmann03(np.where(left, x, 0.0)), BPT_HEIGHT_CAP),
+                              BPT_HEIGHT_CAP + 1.0 + x)
+        scores["central_bpt"] = np.where(np.isfinite(height), height, -BPT_HEIGHT_CAP)
     out, seen = {}, []
     for name, (members, negatives) in groups.items():
         # Empty groups, and groups that are another by other words (every Seyfert central), are left out.
-        if not members.any() or any(np.array_equal(members, m) and np.array_equal(negatives, n) for m, n in seen):
+        if not members.any() or any(np.array_equal(members, seen_members) and np.array_equal(negatives, seen_negatives)
+                                    for seen_members, seen_negatives in seen):
             continue
         seen.append((members, negatives))
         labels = np.where(members, "positive", np.where(negatives, "SF", ""))
-        chosen = {score: values for score, values in scores.items()
-                  if score == "rank_score" or name.startswith("Seyfert")}
-        evaluation = evaluate_scores(chosen, labels, positive=("positive",), negative=("SF",),
+        group_scores = {score: values for score, values in scores.items()
+                        if score == "rank_score" or name.startswith("Seyfert")}
+        evaluation = evaluate_scores(group_scores, labels, positive=("positive",), negative=("SF",),
                                      n_bootstrap=n_bootstrap, seed=0)
         out[name] = {"n": int(members.sum()), "n_negative": int(negatives.sum()),
                      **{score: metric.auroc.to_dict() for score, metric in evaluation.metrics.items()}}
@@ -269,8 +282,7 @@ def summarise(runs: list[dict]) -> dict[str, dict]:
             values = [run["scores"][name][metric]["value"] for run in runs if name in run["scores"]]
             values = [v for v in values if v is not None]
             if values:
-                row[metric] = {"mean": round(sum(values) / len(values), 4), "min": round(min(values), 4),
-                               "max": round(max(values), 4), "spread": round(max(values) - min(values), 4)}
+                row[metric] = _over_seeds(values)
         summary[name] = row
     return summary
 
@@ -281,11 +293,19 @@ def summarise_groups(runs: list[dict]) -> dict[str, dict]:
     summary = {}
     for name, group in runs[0].get("groups", {}).items():
         values = [run["groups"][name]["rank_score"]["value"] for run in runs if name in run.get("groups", {})]
-        rank = {"mean": round(sum(values) / len(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
-        summary[name] = {"n": group["n"], "n_negative": group["n_negative"], "rank_score": rank}
+        values = [v for v in values if v is not None]
+        if not values:
+            continue
+        summary[name] = {"n": group["n"], "n_negative": group["n_negative"], "rank_score": _over_seeds(values)}
         if "central_bpt" in group:
             summary[name]["central_bpt"] = round(group["central_bpt"]["value"], 4)
     return summary
+
+
+def _over_seeds(values: list[float]) -> dict[str, float]:
+    """Mean, min, max and spread (max - min) of one number over training seeds, rounded."""
+    return {"mean": round(sum(values) / len(values), 4), "min": round(min(values), 4),
+            "max": round(max(values), 4), "spread": round(max(values) - min(values), 4)}
 
 
 def verdict(summary: dict, baseline: str = "isolation_forest") -> dict:
@@ -315,7 +335,8 @@ def main(argv=None) -> int:
     parser.add_argument("--heldout", action="store_true",
                         help=f"the full run on surveys seeded {HELDOUT_SEED_OFFSET} higher (discovery-heldout.json)")
     parser.add_argument("--table", action="store_true",
-                        help="print the Markdown table of results/discovery.json (--quick: discovery-quick.json)")
+                        help="print the Markdown tables (all scores; rank_score per kind of positive) of "
+                             "results/discovery.json (--quick / --heldout: that mode's file)")
     parser.add_argument("--add-ensembles", action="store_true",
                         help="add the mean-over-seeds rank_score to results/discovery.json from the cached scores")
     args = parser.parse_args(argv)
