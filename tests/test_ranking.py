@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
+from matplotlib.colors import to_rgb
+
+from ifskeras.discovery.figures.maps import HIGHLIGHT_COLOUR
 
 from ifskeras.discovery.ranking import TOP_LINES, line_z_scores, rank_scores
 from ifskeras.discovery.score import load_scores
 from pictures import assert_picture
 
-#: Colour of the gallery bars rank_score averages (figures.maps.plot_gallery's highlight).
-HIGHLIGHT_RGB = (0xDD, 0x84, 0x52)
+#: Colour of the gallery bars rank_score averages, as PNG pixels.
+HIGHLIGHT_RGB = np.round(255 * np.array(to_rgb(HIGHLIGHT_COLOUR)))
 LINES = ("HB-4862", "OIII-4960", "OIII-5008", "HA-6564", "NII-6585")
 TIED_COPY = "OIII-4960"
 
@@ -124,6 +127,10 @@ def test_gallery_line_z_follow_the_map_order_without_tied_copies():
     for k, name in enumerate(names):
         np.testing.assert_array_equal(by_line[:, map_order.index(name)], z[:, k])
     assert np.nanargmax(by_line[5]) == map_order.index("OIII-5008")
+    # The lines scoring.json says rank_score left out, when given, replace the tied copies.
+    chosen = _line_z_by_map_order(table, map_order, excluded_lines=["HA-6564"])
+    assert np.isnan(chosen[:, map_order.index("HA-6564")]).all()
+    assert np.isfinite(chosen[:, map_order.index(TIED_COPY)]).all()
 
 
 def test_tiny_survey_scores_and_report_rank_by_rank_score(tiny_scores, tmp_path):

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 
 from browser_check import assert_page_renders, find_chromium, img_sources
 from ifskeras.discovery import figures
 from pictures import assert_picture
 from ifskeras.discovery.comparison import compare_to_baselines
 from ifskeras.discovery.metrics import evaluate_scores
+from ifskeras.discovery.figures.maps import HIGHLIGHT_COLOUR
 from ifskeras.discovery.report import write_report
 from ifskeras.discovery.retrieval import neighbour_retrieval
 from ifskeras.discovery.tables import format_number
@@ -184,12 +186,13 @@ def test_figures_write_pngs_and_validate(tmp_path):
     valid = np.ones(flux.shape, dtype=bool)
     with pytest.raises(ValueError, match="missing"):
         figures.plot_neighbours(flux[:, :2], valid[:, :2], LINES[:2], tmp_path / "n.png", ids=["a", "b"])
-    with pytest.raises(ValueError, match="line_error"):
+    with pytest.raises(ValueError, match="line_values"):
         figures.plot_gallery(flux[0], flux[0], valid[0], LINES, np.ones(3), tmp_path / "g.png")
     # Highlighted bars (the lines a score averages) get their own colour; a NaN gets no bar.
     z = np.array([0.5, np.nan, 3.0, 2.0])
+    highlight_rgb = np.round(255 * np.array(to_rgb(HIGHLIGHT_COLOUR)))
     orange = [np.all(assert_picture(figures.plot_gallery(flux[0], flux[0], valid[0], LINES, z, tmp_path / f"z{k}.png",
-                                                         highlight=k)) == (0xDD, 0x84, 0x52), axis=-1).sum()
+                                                         highlight=k)) == highlight_rgb, axis=-1).sum()
               for k in (0, 1, 2)]
     assert orange[0] == 0 < orange[1] < orange[2]
     with pytest.raises(ValueError, match="'loss'"):

@@ -28,6 +28,7 @@ def test_an_ensemble_averages_its_members_rank_scores(trained_ae, trained_vae, t
     np.testing.assert_allclose(table["chi2_score"], (ae["chi2_score"] + vae["chi2_score"]) / 2, rtol=1e-6)
     # Only the VAE gives a negative ELBO: an ensemble keeps the scores every member gives.
     assert "nelbo_score" in vae and "nelbo_score" not in table
+    assert "nelbo_kl" in vae and not [name for name in table if name.startswith("nll_") or name == "nelbo_kl"]
     # Latent spaces of two trainings cannot be averaged: the first model's are kept.
     np.testing.assert_allclose(latents, ae_latents, rtol=1e-6)
     np.testing.assert_allclose(table["knn_score"], ae["knn_score"], rtol=1e-6)
@@ -36,6 +37,17 @@ def test_an_ensemble_averages_its_members_rank_scores(trained_ae, trained_vae, t
     assert len(provenance["model_dirs"]) == 2
     # Scoring one model stays as it was: no spread column.
     assert "rank_score_spread" not in ae
+
+    # The report's gallery bars: an ensemble's are z-scores of the models' mean errors, and say so.
+    from ifskeras.discovery.pipeline import _gallery_items
+
+    first = [str(table["id"][0])]
+    ensemble_item = _gallery_items(both.out_dir, table, provenance, first)[0]
+    single_table, _, single_provenance = load_scores(tiny_scores)
+    single_item = _gallery_items(tiny_scores, single_table, single_provenance, first)[0]
+    assert "mean errors" in ensemble_item["line_z_label"] and single_item["line_z_label"] is None
+    used_lines = len(provenance["model_metadata"]["lines"]) - len(provenance["rank_excluded_lines"])
+    assert np.isfinite(ensemble_item["line_z"]).sum() == np.isfinite(single_item["line_z"]).sum() == used_lines
 
 
 def test_ensemble_errors_and_the_cli(trained_ae, trained_vae, tiny_records, tmp_path):

@@ -231,7 +231,11 @@ def _gallery_items(scores_dir: Path, table: dict, provenance: dict, ids: list[st
     row_of = {galaxy: i for i, galaxy in enumerate(table["id"])}
     column = ranking_column(table)
     percentile = "rank_percentile" if column == "rank_score" else "anomaly_percentile"
-    line_z = _line_z_by_map_order(table, provenance["model_metadata"]["lines"]) if column == "rank_score" else None
+    line_z = (_line_z_by_map_order(table, provenance["model_metadata"]["lines"], provenance.get("rank_excluded_lines"))
+              if column == "rank_score" else None)
+    # An ensemble's rank_score averages each model's z-scores; the bars are those of the models' mean errors.
+    line_z_label = ("line z-score of the\nmodels' mean errors\n(highest 3 orange)"
+                    if len(provenance.get("model_dirs", [])) > 1 else None)
     items = []
     for j, galaxy in enumerate(ids):
         row = row_of[galaxy]
@@ -245,13 +249,14 @@ def _gallery_items(scores_dir: Path, table: dict, provenance: dict, ids: list[st
             "valid": batch["valid"][j, ..., 0],
             "line_error": line_error[j],
             "line_z": None if line_z is None else line_z[row],
+            "line_z_label": line_z_label,
         })
     return items
 
 
-def _line_z_by_map_order(table: dict, lines: list[str]) -> np.ndarray | None:
+def _line_z_by_map_order(table: dict, lines: list[str], excluded_lines=None) -> np.ndarray | None:
     """[N, L] z-scores rank_score averages, in the maps' line order; NaN for lines it leaves out."""
-    z, names = unusual_line_z_scores(table)
+    z, names = unusual_line_z_scores(table, excluded_lines)
     if z is None:
         return None
     out = np.full((len(table["id"]), len(lines)), np.nan)

@@ -117,7 +117,8 @@ def write_report(
         Each ``{id, label, score, percentile, flux, reconstruction, valid, line_error}``
         with maps of shape (L, S, S) in flux units and ``line_error`` of shape (L,);
         an optional ``line_z`` of shape (L,) (the line z-scores rank_score averages, NaN
-        for lines it leaves out) is shown instead of ``line_error``.
+        for lines it leaves out) is shown instead of ``line_error``, its ``TOP_LINES``
+        highest highlighted; an optional ``line_z_label`` replaces its axis label.
     neighbours : sequence of mappings
         Each ``{query_id, neighbour_ids, distances, flux, valid}`` and optionally
         ``labels``: ``flux`` and ``valid`` of shape (1 + k, L, S, S) hold the query
@@ -375,9 +376,9 @@ def _provenance_value(value: Any) -> str:
 def _gallery_bars(item: Mapping[str, Any]) -> dict:
     """The gallery's bar chart: the line z-scores rank_score averages when the item has them."""
     if item.get("line_z") is None:
-        return {"line_error": item["line_error"]}
-    return {"line_error": item["line_z"], "highlight": TOP_LINES,
-            "error_label": f"line z-score\n(rank_score: mean of\nthe {TOP_LINES} highest, orange)"}
+        return {"line_values": item["line_error"]}
+    label = item.get("line_z_label") or f"line z-score\n(rank_score: mean of\nthe {TOP_LINES} highest, orange)"
+    return {"line_values": item["line_z"], "highlight": TOP_LINES, "values_label": label}
 
 
 def _gallery_caption(rank: int, item: Mapping[str, Any], score_column: str) -> str:

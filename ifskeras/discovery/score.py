@@ -47,10 +47,12 @@ PEAK_FORMAT = 4
 #: Outputs of the ``score`` endpoint that go into the scores table (those the model gives).
 TABLE_OUTPUTS = ("anomaly_score", "line_error", "latent_mean", "chi2_score", "chi2_per_line", "chi2_peak_per_line",
                  "nelbo_score", "nll_per_line", "latent_kl")
-#: Per-line outputs of the ``score`` endpoint and the prefix of their ``PREFIX<LINE>`` table columns.
-PER_LINE_OUTPUTS = (("chi2_per_line", "chi2_"), ("chi2_peak_per_line", "peak_"), ("nll_per_line", "nll_"))
+#: Per-line outputs of the ``score`` endpoint and the prefix of their ``PREFIX<LINE>`` table columns,
+#: in table order (those the model gives).
+LINE_OUTPUT_PREFIXES = {"line_error": "err_", "chi2_per_line": "chi2_", "chi2_peak_per_line": "peak_",
+                        "nll_per_line": "nll_"}
 #: Per-line outputs rank_score can be built from, the preferred first, and their table prefixes.
-RANK_OUTPUTS = (("chi2_peak_per_line", "peak_"), ("chi2_per_line", "chi2_"), ("line_error", "err_"))
+RANK_OUTPUTS = tuple((name, LINE_OUTPUT_PREFIXES[name]) for name in ("chi2_peak_per_line", "chi2_per_line", "line_error"))
 
 
 class ScoringError(ValueError):
@@ -195,7 +197,6 @@ def score_records(
     member_outputs = [{name: np.concatenate(values).astype(np.float64) for name, values in outputs.items()}
                       for outputs in member_outputs]
     outputs = _ensemble_mean(member_outputs)
-    line_errors = outputs["line_error"]
     latents = member_outputs[0]["latent_mean"].astype(np.float32)
     ratios = {name: np.concatenate([r[name] for r in ratios]) for name in RATIO_NAMES}
     anomaly = outputs["anomaly_score"]
@@ -234,11 +235,9 @@ def score_records(
             values = outputs[f"{prefix}_score"]
             table[f"{prefix}_score"] = values
             table[f"{prefix}_percentile"] = _percentile_of(values, values[reference])
-    for index, line in enumerate(lines):
-        table[f"err_{line}"] = line_errors[:, index]
     if "latent_kl" in outputs:  # the VAE's nelbo_score is sum(nll_<LINE>) + nelbo_kl
         table["nelbo_kl"] = outputs["latent_kl"]
-    for name, prefix in PER_LINE_OUTPUTS:
+    for name, prefix in LINE_OUTPUT_PREFIXES.items():
         if name in outputs:
             for index, line in enumerate(lines):
                 table[f"{prefix}{line}"] = outputs[name][:, index]

@@ -179,20 +179,23 @@ def format_top_table(columns, ids, labels, score, score_column: str, top_n: int)
     return rows
 
 
-def unusual_line_z_scores(columns) -> tuple[np.ndarray | None, list[str]]:
+def unusual_line_z_scores(columns, excluded_lines=None) -> tuple[np.ndarray | None, list[str]]:
     """Per-line z-scores of the errors ``rank_score`` is built from: ([N, L] or None, line names).
 
     The first per-line basis the table has all lines of (``peak_``, ``chi2_``, ``err_``),
     as robust z-scores against the training galaxies (every galaxy without a split
-    column), tied DAP doublet copies left out: the numbers ``rank_score`` averages the
-    highest three of.
+    column), ``excluded_lines`` left out (scoring.json's ``rank_excluded_lines``; by
+    default the tied DAP doublet copies): for one model, the numbers ``rank_score``
+    averages the highest three of. For an ensemble they are z-scores of the models' mean
+    errors, while ``rank_score`` averages each model's own.
     """
     from ifskeras.discovery.ranking import line_z_scores, per_line_names, rank_basis_of
     from ifskeras.survey.lines import tied_lines_among
 
     base = rank_basis_of(columns)
     names = per_line_names(columns, base)
-    names = [name for name in names if name not in tied_lines_among(names)]
+    left_out = set(tied_lines_among(names) if excluded_lines is None else excluded_lines)
+    names = [name for name in names if name not in left_out]
     if not names:
         return None, []
     errors = np.column_stack([np.asarray(columns[base + name], dtype=float) for name in names])

@@ -24,7 +24,11 @@ from ifskeras.discovery.figures.style import (
 )
 from ifskeras.survey.lines import pretty_line_name
 
-__all__ = ["plot_gallery", "plot_neighbours"]
+__all__ = ["HIGHLIGHT_COLOUR", "plot_gallery", "plot_neighbours"]
+
+#: Colour of the highlighted bars of a gallery (the lines a score averages); the others are blue.
+HIGHLIGHT_COLOUR = "#dd8452"
+_BAR_COLOUR = "#4c72b0"
 
 _NEIGHBOUR_LINES = ("Ha-6564", "OIII-5008", "NII-6585")
 _MIN_TICK_SEPARATION = 0.12  # of the colourbar length, in arcsinh space
@@ -35,15 +39,15 @@ def plot_gallery(
     reconstruction: np.ndarray,
     valid: np.ndarray,
     lines: Sequence[str],
-    line_error: np.ndarray,
+    line_values: np.ndarray,
     path: str | os.PathLike,
     *,
     title: str = "",
     linear_width: float = DEFAULT_LINEAR_WIDTH,
-    error_label: str = "per-line reconstruction error",
+    values_label: str = "per-line reconstruction error",
     highlight: int = 0,
 ) -> Path:
-    """One galaxy: input, reconstruction and residual maps of every line, and the per-line error.
+    """One galaxy: input, reconstruction and residual maps of every line, and a bar per line below.
 
     Parameters
     ----------
@@ -53,27 +57,29 @@ def plot_gallery(
         1 = usable pixel; others are grey.
     lines : sequence of str
         DAP names of the ``L`` lines, titled as astronomers write them.
-    line_error : array, shape (L,)
+    line_values : array, shape (L,)
+        One number per line for the bar chart (a per-line error, or the z-scores a ranking
+        averages).
     path : path of the PNG.
     title : str
     linear_width : float
         Arcsinh softening of the colour scales, flux units.
-    error_label : str
+    values_label : str
         Y-axis label of the bar chart.
     highlight : int
         Colour the bars of this many highest values apart (the lines a score averages).
         A NaN value (a line the score leaves out) gets no bar.
     """
     flux, recon, valid = (np.asarray(a) for a in (flux, reconstruction, valid))
-    line_error = np.asarray(line_error, dtype=float)
+    line_values = np.asarray(line_values, dtype=float)
     n_lines = len(lines)
     if not (flux.shape == recon.shape == valid.shape) or flux.ndim != 3 or flux.shape[0] != n_lines:
         raise ValueError(
             f"flux, reconstruction and valid must share shape ({n_lines}, S, S). "
             f"Received: {flux.shape}, {recon.shape}, {valid.shape}"
         )
-    if line_error.shape != (n_lines,):
-        raise ValueError(f"line_error must have shape ({n_lines},). Received: {line_error.shape}")
+    if line_values.shape != (n_lines,):
+        raise ValueError(f"line_values must have shape ({n_lines},). Received: {line_values.shape}")
     from matplotlib.colors import AsinhNorm
 
     good = valid.astype(bool) & np.isfinite(flux) & np.isfinite(recon)
@@ -107,15 +113,15 @@ def plot_gallery(
         fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
     ax = fig.add_axes((_GALLERY_LEFT / width, _GALLERY_BAR_BOTTOM / height,
                        1 - (_GALLERY_LEFT + _GALLERY_RIGHT) / width, _GALLERY_BAR_HEIGHT / height))
-    colours = np.full(n_lines, "#4c72b0", dtype=object)
+    colours = np.full(n_lines, _BAR_COLOUR, dtype=object)
     if highlight:
-        finite = np.flatnonzero(np.isfinite(line_error))
-        colours[finite[np.argsort(line_error[finite])[::-1][:highlight]]] = "#dd8452"
-    ax.bar(np.arange(n_lines), np.where(np.isfinite(line_error), line_error, 0.0), color=list(colours))
+        finite = np.flatnonzero(np.isfinite(line_values))
+        colours[finite[np.argsort(line_values[finite])[::-1][:highlight]]] = HIGHLIGHT_COLOUR
+    ax.bar(np.arange(n_lines), np.where(np.isfinite(line_values), line_values, 0.0), color=list(colours))
     ax.axhline(0.0, color="0.3", linewidth=0.6)
     ax.set_xticks(np.arange(n_lines), names, rotation=45, ha="right", fontsize=8)
     ax.set_xlim(-0.6, n_lines - 0.4)
-    ax.set_ylabel(error_label, fontsize=8)
+    ax.set_ylabel(values_label, fontsize=8)
     return save_png(fig, path)
 
 
