@@ -127,10 +127,10 @@ def evaluate_rules(stats: dict[str, np.ndarray], lines: list[str], reference: np
     return out
 
 
-def main() -> int:
+def dev_runs():
+    """(survey, run, records dir, model dir, id -> label) of every development run with a model."""
     from ifskeras.records import read_index
 
-    results = {}
     for survey, work in DEV_SURVEYS.items():
         labels = {row["id"]: row["label"] for row in read_index(work / "records")}
         for run in RUNS[survey]:
@@ -138,13 +138,19 @@ def main() -> int:
             if not (model_dir / "saved_model.pb").exists():
                 print(f"{survey} {run}: no model, skipped")
                 continue
-            chi, used, ids, splits, lines = residual_maps(model_dir, work / "records")
-            label = np.asarray([labels[i] for i in ids])
-            metrics = evaluate_rules(line_statistics(chi, used), lines, splits == "train",
-                                     np.isin(label, POSITIVE), np.isin(label, NEGATIVE))
-            results[f"{survey}/{run}"] = metrics
-            print(f"{survey:9s} {run:10s} " + "  ".join(f"{name} {m['auroc']:.3f} ({m['ap']:.2f})"
-                                                       for name, m in metrics.items()), flush=True)
+            yield survey, run, work / "records", model_dir, labels
+
+
+def main() -> int:
+    results = {}
+    for survey, run, records, model_dir, labels in dev_runs():
+        chi, used, ids, splits, lines = residual_maps(model_dir, records)
+        label = np.asarray([labels[i] for i in ids])
+        metrics = evaluate_rules(line_statistics(chi, used), lines, splits == "train",
+                                 np.isin(label, POSITIVE), np.isin(label, NEGATIVE))
+        results[f"{survey}/{run}"] = metrics
+        print(f"{survey:9s} {run:10s} " + "  ".join(f"{name} {m['auroc']:.3f} ({m['ap']:.2f})"
+                                                   for name, m in metrics.items()), flush=True)
     names = next(iter(results.values())).keys()
     print("mean AUROC:", "  ".join(f"{name} {np.mean([r[name]['auroc'] for r in results.values()]):.3f}"
                                    for name in names))

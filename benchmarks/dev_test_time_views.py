@@ -30,7 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from dev_rank_rules import DEV_SURVEYS, NEGATIVE, POSITIVE, RUNS, line_statistics, residual_maps  # noqa: E402
+from dev_rank_rules import NEGATIVE, POSITIVE, dev_runs, line_statistics, residual_maps  # noqa: E402
 
 VIEWS = 8
 
@@ -46,31 +46,26 @@ def ranking(peaks: np.ndarray, lines: list[str], reference: np.ndarray) -> np.nd
 def main() -> int:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from ifskeras.records import read_index
-
     results = {}
-    for survey, work in DEV_SURVEYS.items():
-        labels = {row["id"]: row["label"] for row in read_index(work / "records")}
-        for run in RUNS[survey]:
-            model_dir = work / run / "run" / "model"
-            peaks, order = [], None
-            for view in range(VIEWS):
-                chi, used, ids, splits, lines = residual_maps(model_dir, work / "records", view)
-                if order is None:
-                    order, reference = ids, splits == "train"
-                assert ids == order, "the records must be read in the same order for every view"
-                # The 3x3 peak of dev_rank_rules is the SavedModel's (windows of >= 5 measured pixels).
-                peaks.append(line_statistics(chi, used)["peak3"])
-            label = np.asarray([labels[i] for i in order])
-            positive, chosen = np.isin(label, POSITIVE), np.isin(label, POSITIVE + NEGATIVE)
-            scores = {"view0": ranking(peaks[0], lines, reference),
-                      "views8": ranking(np.nanmean(np.stack(peaks), axis=0), lines, reference)}
-            results[f"{survey}/{run}"] = {
-                name: {"auroc": float(roc_auc_score(positive[chosen], score[chosen])),
-                       "ap": float(average_precision_score(positive[chosen], score[chosen]))}
-                for name, score in scores.items()}
-            print(f"{survey:9s} {run:10s} " + "  ".join(f"{name} {m['auroc']:.4f} ({m['ap']:.3f})"
-                                                       for name, m in results[f"{survey}/{run}"].items()), flush=True)
+    for survey, run, records, model_dir, labels in dev_runs():
+        peaks, order = [], None
+        for view in range(VIEWS):
+            chi, used, ids, splits, lines = residual_maps(model_dir, records, view)
+            if order is None:
+                order, reference = ids, splits == "train"
+            assert ids == order, "the records must be read in the same order for every view"
+            # The 3x3 peak of dev_rank_rules is the SavedModel's (windows of >= 5 measured pixels).
+            peaks.append(line_statistics(chi, used)["peak3"])
+        label = np.asarray([labels[i] for i in order])
+        positive, chosen = np.isin(label, POSITIVE), np.isin(label, POSITIVE + NEGATIVE)
+        scores = {"view0": ranking(peaks[0], lines, reference),
+                  "views8": ranking(np.nanmean(np.stack(peaks), axis=0), lines, reference)}
+        results[f"{survey}/{run}"] = {
+            name: {"auroc": float(roc_auc_score(positive[chosen], score[chosen])),
+                   "ap": float(average_precision_score(positive[chosen], score[chosen]))}
+            for name, score in scores.items()}
+        print(f"{survey:9s} {run:10s} " + "  ".join(f"{name} {m['auroc']:.4f} ({m['ap']:.3f})"
+                                                   for name, m in results[f"{survey}/{run}"].items()), flush=True)
     summary = {}
     for name in ("view0", "views8"):
         groups = {}
