@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ifskeras.discovery.ranking import TOP_LINES
 from ifskeras.discovery.score import ScoringError, load_model, load_scores
 from ifskeras.discovery.tables import MODEL_SCORE_COLUMNS, unusual_line_z_scores
 
@@ -231,10 +232,11 @@ def _gallery_items(scores_dir: Path, table: dict, provenance: dict, ids: list[st
     row_of = {galaxy: i for i, galaxy in enumerate(table["id"])}
     column = ranking_column(table)
     percentile = "rank_percentile" if column == "rank_score" else "anomaly_percentile"
-    line_z = (_line_z_by_map_order(table, provenance["model_metadata"]["lines"], provenance.get("rank_excluded_lines"))
+    lines = provenance["model_metadata"]["lines"]
+    line_z = (_line_z_by_map_order(table, lines, provenance.get("rank_excluded_lines"))
               if column == "rank_score" else None)
     # An ensemble's rank_score averages each model's z-scores; the bars are those of the models' mean errors.
-    line_z_label = ("line z-score of the\nmodels' mean errors\n(highest 3 orange)"
+    line_z_label = (f"line z-score of the\nmodels' mean errors\n(highest {TOP_LINES} orange)"
                     if len(provenance.get("model_dirs", [])) > 1 else None)
     items = []
     for j, galaxy in enumerate(ids):

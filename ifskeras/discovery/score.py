@@ -52,7 +52,8 @@ TABLE_OUTPUTS = ("anomaly_score", "line_error", "latent_mean", "chi2_score", "ch
 LINE_OUTPUT_PREFIXES = {"line_error": "err_", "chi2_per_line": "chi2_", "chi2_peak_per_line": "peak_",
                         "nll_per_line": "nll_"}
 #: Per-line outputs rank_score can be built from, the preferred first, and their table prefixes.
-RANK_OUTPUTS = tuple((name, LINE_OUTPUT_PREFIXES[name]) for name in ("chi2_peak_per_line", "chi2_per_line", "line_error"))
+RANK_OUTPUTS = tuple((name, LINE_OUTPUT_PREFIXES[name])
+                     for name in ("chi2_peak_per_line", "chi2_per_line", "line_error"))
 
 
 class ScoringError(ValueError):
