@@ -68,11 +68,13 @@ def line_statistics(chi: np.ndarray, used: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def residual_maps(model_dir: Path, records: Path, view: int = 0):
+def residual_maps(model_dir: Path, records: Path, view: int = 0, *, with_sigma: bool = False):
     """Signed chi maps, used masks, ids and splits of every galaxy, through the SavedModel.
 
     ``view`` (0-7) turns and flips every galaxy first (:func:`ifskeras.learning.augment.
     dihedral_galaxies`; 0 is the galaxy as observed); the maps come back in that view.
+    ``with_sigma`` adds, last, each pixel's flux error carried into the model's scaled space
+    (1 where unused), so that residuals ``chi * sigma`` of two lines can be combined.
     """
     import tensorflow as tf
 
@@ -83,7 +85,7 @@ def residual_maps(model_dir: Path, records: Path, view: int = 0):
     loaded, metadata = load_model(model_dir)
     softening = float(metadata["softening"])
     manifest = load_manifest(records)
-    chis, useds, ids, splits = [], [], [], []
+    chis, sigmas, useds, ids, splits = [], [], [], [], []
     for split in ("train", "val", "test"):
         if manifest.examples(split) == 0:
             continue
@@ -102,10 +104,13 @@ def residual_maps(model_dir: Path, records: Path, view: int = 0):
             sigma = np.where(used, 1.0 / np.sqrt(np.where(used, ivar, 1.0) * (flux**2 + softening**2)), 1.0)
             chi = np.where(used, (np.arcsinh(flux / softening) - np.arcsinh(model / softening)) / sigma, 0.0)
             chis.append(chi.astype(np.float32))
+            if with_sigma:
+                sigmas.append(sigma.astype(np.float32))
             useds.append(used)
             ids.extend(v.decode() for v in batch["id"].numpy())
             splits.extend([split] * chi.shape[0])
-    return np.concatenate(chis), np.concatenate(useds), ids, np.asarray(splits), list(metadata["lines"])
+    maps = (np.concatenate(chis), np.concatenate(useds), ids, np.asarray(splits), list(metadata["lines"]))
+    return (*maps, np.concatenate(sigmas)) if with_sigma else maps
 
 
 def evaluate_rules(stats: dict[str, np.ndarray], lines: list[str], reference: np.ndarray, positive: np.ndarray,
