@@ -113,23 +113,43 @@ def residual_maps(model_dir: Path, records: Path, view: int = 0, *, with_sigma: 
     return (*maps, np.concatenate(sigmas)) if with_sigma else maps
 
 
-def evaluate_rules(stats: dict[str, np.ndarray], lines: list[str], reference: np.ndarray, positive: np.ndarray,
-                   negative: np.ndarray) -> dict[str, dict]:
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    from ifskeras.discovery.ranking import TOP_LINES, line_z_scores
+def kept_line_indices(lines: list[str]) -> list[int]:
+    """Indices of the lines a ranking counts: the DAP's tied doublet copies left out."""
     from ifskeras.survey.lines import tied_lines_among
 
-    keep = [i for i, line in enumerate(lines) if line not in set(tied_lines_among(lines))]
+    tied = set(tied_lines_among(lines))
+    return [i for i, line in enumerate(lines) if line not in tied]
+
+
+def top_mean(z: np.ndarray) -> np.ndarray:
+    """rank_score's rule on [N, K] z-scores: the mean of each galaxy's TOP_LINES highest."""
+    from ifskeras.discovery.ranking import TOP_LINES
+
+    return np.sort(z, axis=1)[:, -TOP_LINES:].mean(axis=1)
+
+
+def auroc_ap(score: np.ndarray, positive: np.ndarray, chosen: np.ndarray) -> dict[str, float]:
+    """AUROC and average precision of ``score`` over the ``chosen`` galaxies."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    return {"auroc": float(roc_auc_score(positive[chosen], score[chosen])),
+            "ap": float(average_precision_score(positive[chosen], score[chosen]))}
+
+
+def save_results(name: str, payload: dict) -> None:
+    """Write ``results/NAME`` (JSON) beside the benchmarks' other results."""
+    (HERE / "results" / name).write_text(json.dumps(payload, indent=1))
+
+
+def evaluate_rules(stats: dict[str, np.ndarray], lines: list[str], reference: np.ndarray, positive: np.ndarray,
+                   negative: np.ndarray) -> dict[str, dict]:
+    from ifskeras.discovery.ranking import line_z_scores
+
+    keep = kept_line_indices(lines)
     z = {name: line_z_scores(values[:, keep], reference) for name, values in stats.items()}
     z["mean+peak3"] = np.concatenate([z["mean"], z["peak3"]], axis=1)
     chosen = positive | negative
-    out = {}
-    for name, values in z.items():
-        score = np.sort(values, axis=1)[:, -TOP_LINES:].mean(axis=1)
-        out[name] = {"auroc": float(roc_auc_score(positive[chosen], score[chosen])),
-                     "ap": float(average_precision_score(positive[chosen], score[chosen]))}
-    return out
+    return {name: auroc_ap(top_mean(values), positive, chosen) for name, values in z.items()}
 
 
 def dev_runs():
@@ -159,7 +179,7 @@ def main() -> int:
     names = next(iter(results.values())).keys()
     print("mean AUROC:", "  ".join(f"{name} {np.mean([r[name]['auroc'] for r in results.values()]):.3f}"
                                    for name in names))
-    (HERE / "results" / "dev_rank_rules.json").write_text(json.dumps(results, indent=1))
+    save_results("dev_rank_rules.json", results)
     return 0
 
 

@@ -35,7 +35,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from dev_rank_rules import NEGATIVE, POSITIVE, dev_runs, line_statistics, residual_maps, window_sums  # noqa: E402
+from dev_rank_rules import (NEGATIVE, POSITIVE, auroc_ap, dev_runs, kept_line_indices, line_statistics,  # noqa: E402
+                            residual_maps, save_results, top_mean, window_sums)
 
 #: The same window and least number of used pixels as the SavedModel's chi2_peak_per_line.
 WINDOW, MIN_PIXELS = 3, 5
@@ -43,9 +44,7 @@ WINDOW, MIN_PIXELS = 3, 5
 
 def adjacent_pairs(lines: list[str]) -> list[tuple[int, int]]:
     """Indices of lines next to each other in map (wavelength) order, tied copies left out."""
-    from ifskeras.survey.lines import tied_lines_among
-
-    kept = [i for i, line in enumerate(lines) if line not in set(tied_lines_among(lines))]
+    kept = kept_line_indices(lines)
     return list(zip(kept[:-1], kept[1:]))
 
 
@@ -64,27 +63,18 @@ def pair_peaks(chi: np.ndarray, sigma: np.ndarray, used: np.ndarray, pairs) -> n
 
 
 def main() -> int:
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    from ifskeras.discovery.ranking import TOP_LINES, line_z_scores
-    from ifskeras.survey.lines import tied_lines_among
+    from ifskeras.discovery.ranking import line_z_scores
 
     results = {}
     for survey, run, records, model_dir, labels in dev_runs():
         chi, used, ids, splits, lines, sigma = residual_maps(model_dir, records, with_sigma=True)
         reference = splits == "train"
-        kept = [i for i, line in enumerate(lines) if line not in set(tied_lines_among(lines))]
-        line_z = line_z_scores(line_statistics(chi, used)["peak3"][:, kept], reference)
+        line_z = line_z_scores(line_statistics(chi, used)["peak3"][:, kept_line_indices(lines)], reference)
         pair_z = line_z_scores(pair_peaks(chi, sigma, used, adjacent_pairs(lines)), reference)
         candidates = {"lines": line_z, "pairs": pair_z, "lines+pairs": np.concatenate([line_z, pair_z], axis=1)}
         label = np.asarray([labels[i] for i in ids])
         positive, chosen = np.isin(label, POSITIVE), np.isin(label, POSITIVE + NEGATIVE)
-        results[f"{survey}/{run}"] = {}
-        for name, z in candidates.items():
-            score = np.sort(z, axis=1)[:, -TOP_LINES:].mean(axis=1)
-            results[f"{survey}/{run}"][name] = {
-                "auroc": float(roc_auc_score(positive[chosen], score[chosen])),
-                "ap": float(average_precision_score(positive[chosen], score[chosen]))}
+        results[f"{survey}/{run}"] = {name: auroc_ap(top_mean(z), positive, chosen) for name, z in candidates.items()}
         print(f"{survey:9s} {run:10s} " + "  ".join(f"{name} {m['auroc']:.4f} ({m['ap']:.3f})"
                                                    for name, m in results[f"{survey}/{run}"].items()), flush=True)
     summary = {}
@@ -97,8 +87,7 @@ def main() -> int:
                        and summary[name]["demo"] >= summary["lines"]["demo"] - 0.005)
                 for name in ("pairs", "lines+pairs")}
     print(json.dumps(summary, indent=1), "\nworth a held-out test:", verdicts)
-    (HERE / "results" / "dev_ratio_residuals.json").write_text(
-        json.dumps({"runs": results, "summary": summary, "worth_a_heldout_test": verdicts}, indent=1))
+    save_results("dev_ratio_residuals.json", {"runs": results, "summary": summary, "worth_a_heldout_test": verdicts})
     return 0
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from dev_rank_rules import NEGATIVE, POSITIVE, dev_runs, line_statistics, residual_maps  # noqa: E402
+from dev_rank_rules import NEGATIVE, POSITIVE, auroc_ap, dev_runs, line_statistics, residual_maps, save_results  # noqa: E402
 
 VIEWS = 8
 
@@ -44,8 +44,6 @@ def ranking(peaks: np.ndarray, lines: list[str], reference: np.ndarray) -> np.nd
 
 
 def main() -> int:
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     results = {}
     for survey, run, records, model_dir, labels in dev_runs():
         peaks, order = [], None
@@ -60,10 +58,7 @@ def main() -> int:
         positive, chosen = np.isin(label, POSITIVE), np.isin(label, POSITIVE + NEGATIVE)
         scores = {"view0": ranking(peaks[0], lines, reference),
                   "views8": ranking(np.nanmean(np.stack(peaks), axis=0), lines, reference)}
-        results[f"{survey}/{run}"] = {
-            name: {"auroc": float(roc_auc_score(positive[chosen], score[chosen])),
-                   "ap": float(average_precision_score(positive[chosen], score[chosen]))}
-            for name, score in scores.items()}
+        results[f"{survey}/{run}"] = {name: auroc_ap(score, positive, chosen) for name, score in scores.items()}
         print(f"{survey:9s} {run:10s} " + "  ".join(f"{name} {m['auroc']:.4f} ({m['ap']:.3f})"
                                                    for name, m in results[f"{survey}/{run}"].items()), flush=True)
     summary = {}
@@ -77,8 +72,7 @@ def main() -> int:
     adopt = (summary["views8"]["mean_auroc"] >= summary["view0"]["mean_auroc"] - 0.005
              and summary["views8"]["mean_spread"] < summary["view0"]["mean_spread"])
     print(json.dumps(summary, indent=1), "\nadopt views8:", adopt)
-    (HERE / "results" / "dev_test_time_views.json").write_text(
-        json.dumps({"runs": results, "summary": summary, "adopt_views8": adopt}, indent=1))
+    save_results("dev_test_time_views.json", {"runs": results, "summary": summary, "adopt_views8": adopt})
     return 0
 
 
