@@ -3,6 +3,7 @@
     python benchmarks/bench_discovery.py            # full: 5 survey variants x AE/VAE x 3 seeds (about 75 minutes on 2 cores)
     python benchmarks/bench_discovery.py --quick    # 5 variants, AE, 2 seeds, small surveys (9.4 minutes with --fresh)
     python benchmarks/bench_discovery.py --heldout  # the full run on surveys seeded 100 higher
+    python benchmarks/bench_discovery.py --heldout 2  # ... seeded 300 higher, for a rule fixed after round 1
 
 For every survey variant: synth -> convert -> (for AE and VAE, for each training seed)
 fit -> score -> evaluate. Every score the scores directory holds (``rank_score``,
@@ -20,7 +21,8 @@ variants on surveys seeded 100 higher, generated after the rule was fixed.
 the same trained models. Runs trained before the current SavedModel format are exported
 again from their weights, not retrained. Stages are cached under
 ``benchmarks/work/discovery-MODE/`` (a rerun reuses finished surveys, records, runs and
-scores). Writes ``benchmarks/results/discovery.json`` (``discovery-heldout.json``,
+scores; ``--rescore`` scores the cached models again). Writes
+``benchmarks/results/discovery.json`` (``discovery-heldout.json``, ``discovery-heldout2.json``,
 ``discovery-quick.json`` for the other modes, so no mode overwrites another's results).
 """
 
@@ -56,9 +58,10 @@ class Variant:
     note: str = ""
 
 
-#: Survey seeds of the held-out run (``--heldout``) are the usual ones plus this: surveys no
-#: rule was ever computed on, generated after the current rank_score rule was fixed.
-HELDOUT_SEED_OFFSET = 100
+#: Survey seeds of each held-out round (``--heldout ROUND``) are the usual ones plus this:
+#: surveys no rule was ever computed on. Round 1 was generated after the 3 x 3 peak rule was
+#: fixed; round 2 is for a rule fixed after round 1 had been seen.
+HELDOUT_SEED_OFFSETS = {1: 100, 2: 300}
 
 
 def variants(quick: bool, seed_offset: int = 0) -> list[Variant]:
@@ -332,15 +335,18 @@ def main(argv=None) -> int:
     parser.add_argument("--only", action="append", default=[], help="run only these variants, in this order")
     parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the intervals")
     parser.add_argument("--fresh", action="store_true", help="discard cached surveys, records and runs")
-    parser.add_argument("--heldout", action="store_true",
-                        help=f"the full run on surveys seeded {HELDOUT_SEED_OFFSET} higher (discovery-heldout.json)")
+    parser.add_argument("--heldout", type=int, nargs="?", const=1, choices=sorted(HELDOUT_SEED_OFFSETS),
+                        help="the full run on held-out surveys: round 1 seeded 100 higher (discovery-heldout.json), "
+                             "round 2 seeded 300 higher (discovery-heldout2.json)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the cached models again (after a change in scoring); nothing is retrained")
     parser.add_argument("--table", action="store_true",
                         help="print the Markdown tables (all scores; rank_score per kind of positive) of "
                              "results/discovery.json (--quick / --heldout: that mode's file)")
     parser.add_argument("--add-ensembles", action="store_true",
                         help="add the mean-over-seeds rank_score to results/discovery.json from the cached scores")
     args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "heldout" if args.heldout else "full"
+    mode = "quick" if args.quick else "full" if not args.heldout else "heldout" if args.heldout == 1 else "heldout2"
     results_path = results_file(mode)
     if args.table:
         results = json.loads(results_path.read_text())
@@ -365,7 +371,7 @@ def main(argv=None) -> int:
         shutil.rmtree(root)
     started = time.perf_counter()
     results = {"mode": mode, "positive": list(POSITIVE), "negative": list(NEGATIVE), "variants": {}}
-    by_name = {v.name: v for v in variants(args.quick, HELDOUT_SEED_OFFSET if args.heldout else 0)}
+    by_name = {v.name: v for v in variants(args.quick, HELDOUT_SEED_OFFSETS.get(args.heldout, 0))}
     unknown = [name for name in args.only if name not in by_name]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {list(by_name)}")
@@ -382,6 +388,8 @@ def main(argv=None) -> int:
             runs = []
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
+                if args.rescore:
+                    shutil.rmtree(work / f"{model}-seed{seed}" / "scores", ignore_errors=True)
                 scores = train_and_score(records, work, model, seed, settings)
                 runs.append({"seed": seed, **evaluate(scores, args.bootstrap)})
                 rank = runs[-1]["scores"].get("rank_score", {}).get("auroc", {}).get("value")
@@ -405,8 +413,12 @@ def _write(results: dict, started: float) -> None:
     results_file(results["mode"]).write_text(json.dumps(results, indent=2))
 
 
+#: How the README's results table names the rows of each held-out mode.
+HELD_OUT_NAMES = {"heldout": " held-out", "heldout2": " held-out round 2"}
+
+
 def results_file(mode: str) -> Path:
-    """Where a run of this mode (full, heldout, quick) keeps its results: no mode replaces another's."""
+    """Where a run of this mode (full, heldout, heldout2, quick) keeps its results: no mode replaces another's."""
     return common.RESULTS_DIR / ("discovery.json" if mode == "full" else f"discovery-{mode}.json")
 
 
@@ -472,7 +484,7 @@ def readme_rows(results: dict) -> list[dict]:
                 continue
             forest = summary.get("isolation_forest", {}).get("auroc", {})
             rows.append({
-                "name": f"discovery{' held-out' if results['mode'] == 'heldout' else ''} {name} {model}: "
+                "name": f"discovery{HELD_OUT_NAMES.get(results['mode'], '')} {name} {model}: "
                         "rank_score AUROC (mean over seeds)",
                 "value": rank["mean"], "unit": "",
                 "target": f">= {TARGET_AUROC}, >= IsolationForest, spread <= {TARGET_SEED_SPREAD}",
