@@ -146,8 +146,9 @@ def train_and_score(records: Path, work: Path, model: str, seed: int, settings: 
 def evaluate(scores: Path, n_bootstrap: int) -> dict[str, dict]:
     """AUROC and AP with intervals of every score of a scores directory and the baselines.
 
-    Adds ``rank_score_map_mean``: the same rule on the whole-map ``chi2_<LINE>`` (the
-    rank_score of format-3 models, before the peak), from the same models, side by side.
+    Adds the earlier rules, from the same models, side by side: ``rank_score_map_mean``,
+    the same rule on the whole-map ``chi2_<LINE>`` (before the peak), and
+    ``rank_score_peak``, the peak without the brightness trend (held-out round 1's rule).
     """
     import numpy as np
 
@@ -160,13 +161,19 @@ def evaluate(scores: Path, n_bootstrap: int) -> dict[str, dict]:
     metrics = dict(bundle.evaluation.metrics)
     table, _, provenance = load_scores(scores)
     lines = provenance["model_metadata"]["lines"]
+    earlier_bases = {}
     if provenance.get("rank_basis") == "peak_":
-        map_means = {f"chi2_{line}": np.asarray(table[f"chi2_{line}"]) for line in lines}
-        previous = rank_scores(map_means, lines, np.asarray(table["split"]) == "train",
-                               excluded_lines=provenance["rank_excluded_lines"])["rank_score"]
-        metrics.update(evaluate_scores({"rank_score_map_mean": previous}, np.asarray(table["label"]),
-                                       positive=POSITIVE, negative=NEGATIVE, n_bootstrap=n_bootstrap,
-                                       seed=0).metrics)
+        earlier_bases["rank_score_map_mean"] = "chi2_"
+        if provenance.get("rank_brightness_trend"):
+            earlier_bases["rank_score_peak"] = "peak_"
+    # Tables of only the per-line errors: the earlier rules, without the log_snr_ columns.
+    earlier = {name: rank_scores({f"{base}{line}": np.asarray(table[f"{base}{line}"]) for line in lines}, lines,
+                                 np.asarray(table["split"]) == "train",
+                                 excluded_lines=provenance["rank_excluded_lines"])["rank_score"]
+               for name, base in earlier_bases.items()}
+    if earlier:
+        metrics.update(evaluate_scores(earlier, np.asarray(table["label"]), positive=POSITIVE, negative=NEGATIVE,
+                                       n_bootstrap=n_bootstrap, seed=0).metrics)
     out = {"n_positive": bundle.evaluation.n_positive, "n_negative": bundle.evaluation.n_negative, "scores": {}}
     for name, metric in metrics.items():
         out["scores"][name] = {"auroc": metric.auroc.to_dict(), "ap": metric.average_precision.to_dict()}
@@ -423,7 +430,7 @@ def results_file(mode: str) -> Path:
 
 
 #: Columns of the Markdown table: the scores every run has, in the order the docs discuss them.
-TABLE_SCORES = ("rank_score", "rank_score_map_mean", "anomaly_score", "chi2_score", "nelbo_score", "knn_score",
+TABLE_SCORES = ("rank_score", "rank_score_peak", "rank_score_map_mean", "anomaly_score", "chi2_score", "nelbo_score", "knn_score",
                 "combined_score", "pca_error", "isolation_forest", "random")
 
 

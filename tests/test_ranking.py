@@ -9,7 +9,8 @@ from matplotlib.colors import to_rgb
 
 from ifskeras.discovery.figures.maps import HIGHLIGHT_COLOUR
 
-from ifskeras.discovery.ranking import TOP_LINES, line_z_scores, rank_scores
+from ifskeras.discovery import ranking
+from ifskeras.discovery.ranking import TOP_LINES, integrated_log_snr, line_z_scores, rank_scores
 from ifskeras.discovery.score import load_scores
 from pictures import assert_picture
 
@@ -58,6 +59,85 @@ def test_the_rule_by_hand_and_tied_copies_left_out():
     table[f"chi2_{TIED_COPY}"][5] *= 1000
     np.testing.assert_array_equal(rank_scores(table, LINES, train, excluded_lines=[TIED_COPY])["rank_score"],
                                   ranked["rank_score"])
+
+
+def test_integrated_log_snr_against_a_pixel_loop():
+    rng = np.random.default_rng(3)
+    flux = rng.normal(2.0, 3.0, (4, 3, 6, 6))
+    ivar = rng.uniform(0.0, 2.0, flux.shape) * (rng.random(flux.shape) > 0.2)
+    valid = rng.random(flux.shape) > 0.3
+    valid[1, 2] = False  # a line with no valid pixel
+    flux[2, 0] = -np.abs(flux[2, 0])  # no net flux: clipped at S/N 1
+    expected = np.full((4, 3), np.nan)
+    for galaxy in range(4):
+        for line in range(3):
+            used = valid[galaxy, line] & (ivar[galaxy, line] > 0)
+            if used.any():
+                snr = flux[galaxy, line][used].sum() / np.sqrt((1.0 / ivar[galaxy, line][used]).sum())
+                expected[galaxy, line] = np.log10(max(snr, 1.0))
+    np.testing.assert_allclose(integrated_log_snr(flux, ivar, valid), expected, rtol=1e-12)
+    assert np.isnan(integrated_log_snr(flux, ivar, valid)[1, 2]) and integrated_log_snr(flux, ivar, valid)[2, 0] == 0
+
+
+def _bright_normals_and_a_faint_anomaly(n: int = 60, seed: int = 4):
+    """chi2 grows as S/N^2 for the same fractional misfit; galaxy 0 is faint with a 6x misfit."""
+    rng = np.random.default_rng(seed)
+    log_snr = rng.uniform(1.0, 3.0, (n, len(LINES)))
+    log_snr[0] = 1.2
+    chi2 = (10.0 ** log_snr) ** 2 * 1e-3 * np.exp(rng.normal(0.0, 0.3, log_snr.shape))
+    chi2[0, LINES.index("OIII-5008")] *= 40.0
+    chi2[0, LINES.index("HB-4862")] *= 40.0
+    table = {f"peak_{line}": chi2[:, i] for i, line in enumerate(LINES)}
+    return table, {f"log_snr_{line}": log_snr[:, i] for i, line in enumerate(LINES)}, log_snr, chi2
+
+
+def test_the_brightness_trend_is_taken_out_by_theil_sen_over_the_training_galaxies():
+    from scipy.stats import theilslopes
+
+    table, brightness, log_snr, chi2 = _bright_normals_and_a_faint_anomaly()
+    train = np.arange(60) >= 5
+    used = [i for i, line in enumerate(LINES) if line != TIED_COPY]
+    logs = np.log(chi2[:, used])
+    expected_z = np.empty_like(logs)
+    for column, line in enumerate(used):
+        slope = theilslopes(logs[train, column], log_snr[train, line])[0]
+        adjusted = logs[:, column] - slope * log_snr[:, line]
+        median = np.median(adjusted[train])
+        expected_z[:, column] = (adjusted - median) / (1.4826 * np.median(np.abs(adjusted[train] - median)))
+    expected = np.sort(expected_z, axis=1)[:, -TOP_LINES:].mean(axis=1)
+    ranked = rank_scores(table | brightness, LINES, train, excluded_lines=[TIED_COPY])
+    np.testing.assert_allclose(ranked["rank_score"], expected, rtol=1e-9)
+    # Judged at its brightness the faint galaxy is the most unusual; without the trend the
+    # brightest normal galaxies, whose chi2 is 100x larger for the same misfit, outrank it.
+    assert np.argmax(ranked["rank_score"]) == 0
+    plain = rank_scores(table, LINES, train, excluded_lines=[TIED_COPY])["rank_score"]
+    assert (plain > plain[0]).sum() >= 5
+
+
+def test_a_line_without_brightness_is_taken_at_the_median_and_a_large_reference_is_thinned(monkeypatch):
+    _, _, log_snr, chi2 = _bright_normals_and_a_faint_anomaly(n=60)
+    train = np.ones(60, bool)
+    z = line_z_scores(chi2, train, log_snr)
+    missing = log_snr.copy()
+    missing[7, 1] = np.nan
+    # The fit skips the galaxy without a brightness; its error is judged at the median brightness.
+    fit_without = np.ones(60, bool)
+    fit_without[7] = False
+    slope = ranking._theil_sen_slope(log_snr[fit_without, 1], np.log(chi2[fit_without, 1]))
+    adjusted = np.log(chi2[:, 1]) - slope * np.where(np.arange(60) == 7, np.median(log_snr[fit_without, 1]),
+                                                     log_snr[:, 1])
+    median = np.median(adjusted)
+    np.testing.assert_allclose(line_z_scores(chi2, train, missing)[:, 1],
+                               (adjusted - median) / (1.4826 * np.median(np.abs(adjusted - median))), rtol=1e-9)
+    # Above TREND_GALAXIES reference galaxies, the trend is fitted on that many spread evenly.
+    monkeypatch.setattr(ranking, "TREND_GALAXIES", 20)
+    kept = np.linspace(0, 59, 20).round().astype(int)
+    slope = ranking._theil_sen_slope(log_snr[kept, 0], np.log(chi2[kept, 0]))
+    adjusted = np.log(chi2[:, 0]) - slope * log_snr[:, 0]
+    median = np.median(adjusted)
+    np.testing.assert_allclose(line_z_scores(chi2, train, log_snr)[:, 0],
+                               (adjusted - median) / (1.4826 * np.median(np.abs(adjusted - median))), rtol=1e-9)
+    assert not np.allclose(line_z_scores(chi2, train, log_snr)[:, 0], z[:, 0])
 
 
 def test_the_peak_errors_are_preferred_to_the_map_means():
@@ -133,7 +213,7 @@ def test_gallery_line_z_follow_the_map_order_without_tied_copies():
     assert np.isfinite(chosen[:, map_order.index(TIED_COPY)]).all()
 
 
-def test_tiny_survey_scores_and_report_rank_by_rank_score(tiny_scores, tmp_path):
+def test_tiny_survey_scores_and_report_rank_by_rank_score(tiny_scores, tiny_records, tmp_path):
     from ifskeras.discovery.pipeline import report_run
 
     table, _, provenance = load_scores(tiny_scores)
@@ -141,10 +221,25 @@ def test_tiny_survey_scores_and_report_rank_by_rank_score(tiny_scores, tmp_path)
     train = np.asarray(table["split"]) == "train"
     again = rank_scores(table, lines, train, excluded_lines=provenance["rank_excluded_lines"])
     np.testing.assert_allclose(table["rank_score"], again["rank_score"], rtol=1e-9)
+    # It was ranked with each line's brightness trend taken out: without it the ranking differs.
+    assert provenance["rank_brightness_trend"] is True
+    no_brightness = {name: values for name, values in table.items() if not name.startswith("log_snr_")}
+    assert not np.allclose(rank_scores(no_brightness, lines, train, excluded_lines=provenance["rank_excluded_lines"])
+                           ["rank_score"], table["rank_score"])
     assert set(provenance["rank_excluded_lines"]) == {"OIII-4960", "NII-6549", "OI-6365"}
     fits = Table.read(tiny_scores / "scores.fits")
     assert fits.colnames[:6] == ["id", "mangaid", "split", "label", "rank_score", "rank_percentile"]
     np.testing.assert_allclose(np.asarray(fits["rank_score"]), table["rank_score"], rtol=1e-12)
+    assert fits["log_snr_Ha-6564"].description.startswith("log10 integrated S/N of Ha-6564")
+    # The brightness is the records' own: recomputed from the training split's maps.
+    from ifskeras.records import make_dataset
+
+    expected = {}
+    for batch in make_dataset(tiny_records, "train", batch_size=64, training=False, with_ivar=True):
+        snr = integrated_log_snr(*(batch[name].numpy()[..., 0] for name in ("flux", "ivar", "valid")))
+        expected.update(zip((v.decode() for v in batch["id"].numpy()), snr[:, lines.index("Ha-6564")]))
+    written = dict(zip(np.asarray(fits["id"]).astype(str), np.asarray(fits["log_snr_Ha-6564"])))
+    np.testing.assert_allclose([written[galaxy] for galaxy in expected], list(expected.values()), rtol=1e-6)
 
     page = report_run(tiny_scores, tmp_path / "report", top_n=3, neighbour_queries=1).read_text(encoding="utf-8")
     assert "Galaxies are ranked by rank_score" in page

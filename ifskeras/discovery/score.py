@@ -20,6 +20,7 @@ import numpy as np
 
 from ifskeras.common.files import atomic_directory
 from ifskeras.common.progress import progress_bar
+from ifskeras.discovery.ranking import LOG_SNR_PREFIX, RANK_RULE, integrated_log_snr, rank_scores
 
 __all__ = [
     "ScoringError",
@@ -116,8 +117,9 @@ def score_records(
     Writes to ``out_dir``: ``scores.csv`` and ``scores.fits`` (one row per galaxy with
     id, split, label, anomaly_score, anomaly_percentile, knn_score, knn_percentile,
     combined_score, chi2_score, chi2_percentile, [nelbo_score, nelbo_percentile, nelbo_kl],
-    err_<LINE>, chi2_<LINE>, peak_<LINE>, [nll_<LINE>], latent_<i>, central line ratios, umap_x,
-    umap_y; the bracketed ones for a VAE),
+    err_<LINE>, chi2_<LINE>, peak_<LINE>, [nll_<LINE>], latent_<i>, central line ratios,
+    log_snr_<LINE> (each line's integrated signal-to-noise, log10), umap_x, umap_y; the
+    bracketed ones for a VAE),
     ``latents.npy`` and ``scoring.json`` (which model and records were scored).
 
     The chi2 columns come from the ``score(flux, valid, ivar)`` endpoint of format-3
@@ -173,7 +175,7 @@ def score_records(
 
     columns: dict[str, list] = {"id": [], "split": [], "label": []}
     member_outputs: list[dict[str, list]] = [{} for _ in members]
-    ratios = []
+    ratios, brightness = [], []
     started = time.perf_counter()
     with progress_bar(progress, "scoring", total) as bar:
         for split in splits:
@@ -190,8 +192,9 @@ def score_records(
                 columns["split"].extend([split] * n)
                 columns["label"].extend(v.decode() for v in batch["label"].numpy())
                 radius = np.asarray([DEFAULT_APERTURE_RADIUS / spaxels_per_pixel[i] for i in ids])
-                ratios.append(central_line_ratios(batch["flux"].numpy()[..., 0], batch["ivar"].numpy()[..., 0],
-                                                  batch["valid"].numpy()[..., 0], lines, radius=radius))
+                maps = [batch[name].numpy()[..., 0] for name in ("flux", "ivar", "valid")]
+                ratios.append(central_line_ratios(*maps, lines, radius=radius))
+                brightness.append(integrated_log_snr(*maps))
                 bar.advance(n)
     seconds = time.perf_counter() - started
     n_galaxies = len(columns["id"])
@@ -200,12 +203,13 @@ def score_records(
     outputs = _ensemble_mean(member_outputs)
     latents = member_outputs[0]["latent_mean"].astype(np.float32)
     ratios = {name: np.concatenate([r[name] for r in ratios]) for name in RATIO_NAMES}
+    # Each line's brightness, which rank_score takes its errors' trend with out of.
+    brightness = {f"{LOG_SNR_PREFIX}{line}": column for line, column in zip(lines, np.concatenate(brightness).T)}
     anomaly = outputs["anomaly_score"]
     split_array = np.asarray(columns["split"])
     reference = split_array == "train" if (split_array == "train").any() else np.ones(n_galaxies, bool)
 
     from ifskeras.discovery.neighbours import galaxy_groups, knn_latent_scores
-    from ifskeras.discovery.ranking import RANK_RULE
     from ifskeras.survey.lines import tied_lines_among
 
     mangaids = [mangaid_of.get(galaxy, "") for galaxy in columns["id"]]
@@ -244,12 +248,13 @@ def score_records(
                 table[f"{prefix}{line}"] = outputs[name][:, index]
     # The recommended ranking goes first among the scores (rule: ifskeras.discovery.ranking).
     excluded_lines = list(metadata.get("chi2_excluded_lines") or tied_lines_among(lines))
-    ranking = _ensemble_ranking(member_outputs, lines, reference, excluded_lines)
+    ranking = _ensemble_ranking(member_outputs, lines, reference, excluded_lines, brightness)
     head = {name: table.pop(name) for name in ("id", "mangaid", "split", "label")}
     table = {**head, **ranking, **table}
     for index in range(latents.shape[1]):
         table[f"latent_{index}"] = latents[:, index].astype(np.float64)
     table.update(ratios)
+    table.update(brightness)
     table["umap_x"], table["umap_y"] = _umap(latents, seed=seed) if umap else (np.full(n_galaxies, np.nan),) * 2
 
     provenance = {
@@ -266,6 +271,8 @@ def score_records(
         "rank_rule": RANK_RULE,
         # The per-line errors rank_score was built from: peak_ (format 4), chi2_ (3) or err_.
         "rank_basis": _rank_basis(member_outputs[0])[1],
+        # Whether each line's trend with its log_snr_<LINE> was taken out (scores from before: no).
+        "rank_brightness_trend": True,
         "rank_excluded_lines": excluded_lines,
         "splits": {name: int((split_array == name).sum()) for name in splits},
         "k": k,
@@ -315,14 +322,15 @@ def _ensemble_mean(member_outputs: list[dict[str, np.ndarray]]) -> dict[str, np.
 
 
 def _ensemble_ranking(member_outputs: list[dict[str, np.ndarray]], lines: list[str], reference: np.ndarray,
-                      excluded_lines: list[str]) -> dict[str, np.ndarray]:
-    """Each member's ``rank_score``; for several, their mean (re-percentiled) and standard deviation."""
-    from ifskeras.discovery.ranking import rank_scores
+                      excluded_lines: list[str], brightness: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each member's ``rank_score``; for several, their mean (re-percentiled) and standard deviation.
 
+    ``brightness`` holds the ``log_snr_<LINE>`` columns, the same for every member.
+    """
     rankings = []
     for outputs in member_outputs:
         name, prefix = _rank_basis(outputs)
-        table = {f"{prefix}{line}": outputs[name][:, index] for index, line in enumerate(lines)}
+        table = {f"{prefix}{line}": outputs[name][:, index] for index, line in enumerate(lines)} | brightness
         rankings.append(rank_scores(table, lines, reference, excluded_lines=excluded_lines))
     if len(rankings) == 1:
         return rankings[0]
@@ -442,6 +450,9 @@ def _write_fits(path: Path, table: dict, *, lines: list[str]) -> None:
             out[name].description = f"highest 3x3-window mean chi-square of {name[5:]} (rank_score's basis)"
         if name.startswith("nll_"):
             out[name].description = f"VAE expected negative log-likelihood of {name[4:]}'s valid pixels (nats)"
+        if name.startswith(LOG_SNR_PREFIX):
+            out[name].description = (f"log10 integrated S/N of {name[len(LOG_SNR_PREFIX):]}, sum(flux)/sqrt(sum(1/ivar)) "
+                                      "over used pixels, clipped at 1")
     out["anomaly_score"].description = "masked mean squared reconstruction error (scaled flux)"
     if "chi2_score" in out.colnames:
         out["chi2_score"].description = "mean chi-square per pixel with propagated ivar, tied DAP lines left out"
@@ -451,7 +462,7 @@ def _write_fits(path: Path, table: dict, *, lines: list[str]) -> None:
         out["nelbo_kl"].description = "VAE KL(q(z|x) || N(0, I)) (nats): nelbo_score = sum of nll_<LINE> + this"
     out["knn_score"].description = "mean latent distance to the k nearest training galaxies"
     out["rank_score"].description = ("recommended ranking: mean of the 3 highest per-line robust z-scores of log "
-                                     "peak chi2 (chi2 for format-3 models, err for format 2)")
+                                     "peak chi2 (chi2 for format-3 models, err for format 2), brightness trend out")
     if "rank_score_spread" in out.colnames:
         out["rank_score_spread"].description = "population standard deviation of rank_score over the ensemble's models"
     out["rank_percentile"].description = "percentile of rank_score among the training galaxies"

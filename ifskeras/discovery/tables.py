@@ -184,12 +184,13 @@ def unusual_line_z_scores(columns, excluded_lines=None) -> tuple[np.ndarray | No
 
     The first per-line basis the table has all lines of (``peak_``, ``chi2_``, ``err_``),
     as robust z-scores against the training galaxies (every galaxy without a split
-    column), ``excluded_lines`` left out (scoring.json's ``rank_excluded_lines``; by
+    column) after each line's brightness trend is taken out (when the table has
+    ``log_snr_<LINE>``), ``excluded_lines`` left out (scoring.json's ``rank_excluded_lines``; by
     default the tied DAP doublet copies): for one model, the numbers ``rank_score``
     averages the highest three of. For an ensemble they are z-scores of the models' mean
     errors, while ``rank_score`` averages each model's own.
     """
-    from ifskeras.discovery.ranking import line_z_scores, per_line_names, rank_basis_of
+    from ifskeras.discovery.ranking import line_brightness, line_z_scores, per_line_names, rank_basis_of
     from ifskeras.survey.lines import tied_lines_among
 
     base = rank_basis_of(columns)
@@ -201,7 +202,7 @@ def unusual_line_z_scores(columns, excluded_lines=None) -> tuple[np.ndarray | No
     errors = np.column_stack([np.asarray(columns[base + name], dtype=float) for name in names])
     split = np.asarray(columns["split"]).astype(str) if "split" in columns else None
     reference = split == "train" if split is not None and (split == "train").any() else np.ones(len(errors), bool)
-    return line_z_scores(errors, reference), names
+    return line_z_scores(errors, reference, line_brightness(columns, names)), names
 
 
 def _pretty(name: str) -> str:
