@@ -52,8 +52,8 @@ def _status(row: dict) -> str:
 
 
 #: Results shown in the table besides those of BENCHMARKS: runs `make bench` does not start
-#: (``bench_discovery.py --heldout``, 75 minutes more).
-EXTRA_RESULTS = ("discovery-heldout",)
+#: (``bench_discovery.py --heldout [2]``, 75 minutes more each).
+EXTRA_RESULTS = ("discovery-heldout", "discovery-heldout2")
 
 
 def render_table() -> str:

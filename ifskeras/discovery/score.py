@@ -203,7 +203,7 @@ def score_records(
     outputs = _ensemble_mean(member_outputs)
     latents = member_outputs[0]["latent_mean"].astype(np.float32)
     ratios = {name: np.concatenate([r[name] for r in ratios]) for name in RATIO_NAMES}
-    # Each line's brightness, which rank_score takes its errors' trend with out of.
+    # Each line's brightness: rank_score takes out the trend of the line's errors with it.
     brightness = {f"{LOG_SNR_PREFIX}{line}": column for line, column in zip(lines, np.concatenate(brightness).T)}
     anomaly = outputs["anomaly_score"]
     split_array = np.asarray(columns["split"])
