@@ -42,8 +42,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from dev_rank_rules import (NEGATIVE, POSITIVE, auroc_ap, dev_runs, kept_line_indices, line_statistics,  # noqa: E402
-                            residual_maps, save_results, top_mean, window_sums)
+from dev_rank_rules import (dev_runs, evaluate_candidates, kept_line_indices, line_statistics,  # noqa: E402
+                            mean_auroc_by_survey, residual_maps, save_results, window_sums)
 
 HALPHA = "Ha-6564"
 #: The same window and least number of used pixels as the SavedModel's chi2_peak_per_line.
@@ -110,17 +110,9 @@ def main() -> int:
         b["line_total"] = np.array([measured[i]["line_total"] for i in ids], dtype=np.float64)[:, keep]
         candidates = {"today": line_z_scores(peaks, reference),
                       **{name: conditional_z(peaks, b[name], reference) for name in CANDIDATES}}
-        label = np.asarray([labels[i] for i in ids])
-        positive, chosen = np.isin(label, POSITIVE), np.isin(label, POSITIVE + NEGATIVE)
-        results[f"{survey}/{run}"] = {name: auroc_ap(top_mean(z), positive, chosen) for name, z in candidates.items()}
-        print(f"{survey:9s} {run:10s} " + "  ".join(f"{name} {m['auroc']:.4f} ({m['ap']:.3f})"
-                                                   for name, m in results[f"{survey}/{run}"].items()), flush=True)
-    summary = {}
-    for name in ("today", *CANDIDATES):
-        by_survey = {}
-        for key, metrics in results.items():
-            by_survey.setdefault(key.split("/")[0], []).append(metrics[name]["auroc"])
-        summary[name] = {survey: round(float(np.mean(v)), 4) for survey, v in by_survey.items()}
+        results[f"{survey}/{run}"] = evaluate_candidates(candidates, ids, labels, f"{survey:9s} {run:10s}")
+    summary = mean_auroc_by_survey(results, ("today", *CANDIDATES))
+    for name in summary:
         summary[name]["worth"] = min(summary[name]["demo"], summary[name]["realistic"])
     best = max(CANDIDATES, key=lambda name: summary[name]["worth"])
     adopt = summary[best]["worth"] >= summary["today"]["worth"] + 0.02 and summary[best]["demo"] >= 0.93

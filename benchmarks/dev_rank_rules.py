@@ -136,6 +136,28 @@ def auroc_ap(score: np.ndarray, positive: np.ndarray, chosen: np.ndarray) -> dic
             "ap": float(average_precision_score(positive[chosen], score[chosen]))}
 
 
+def evaluate_candidates(candidates: dict[str, np.ndarray], ids: list[str], labels: dict[str, str], name: str
+                        ) -> dict[str, dict[str, float]]:
+    """AUROC and AP of each candidate's [N, K] z-scores ranked by the top-3 rule; prints one line ``name``."""
+    label = np.asarray([labels[i] for i in ids])
+    positive, chosen = np.isin(label, POSITIVE), np.isin(label, POSITIVE + NEGATIVE)
+    metrics = {candidate: auroc_ap(top_mean(z), positive, chosen) for candidate, z in candidates.items()}
+    print(f"{name} " + "  ".join(f"{candidate} {m['auroc']:.4f} ({m['ap']:.3f})" for candidate, m in metrics.items()),
+          flush=True)
+    return metrics
+
+
+def mean_auroc_by_survey(results: dict[str, dict], candidates) -> dict[str, dict[str, float]]:
+    """candidate -> survey -> mean AUROC over that survey's runs (``results`` keyed ``SURVEY/RUN``)."""
+    summary = {}
+    for candidate in candidates:
+        by_survey = {}
+        for key, metrics in results.items():
+            by_survey.setdefault(key.split("/")[0], []).append(metrics[candidate]["auroc"])
+        summary[candidate] = {survey: round(float(np.mean(values)), 4) for survey, values in by_survey.items()}
+    return summary
+
+
 def save_results(name: str, payload: dict) -> None:
     """Write ``results/NAME`` (JSON) beside the benchmarks' other results."""
     (HERE / "results" / name).write_text(json.dumps(payload, indent=1))

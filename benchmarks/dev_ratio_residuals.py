@@ -35,8 +35,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from dev_rank_rules import (NEGATIVE, POSITIVE, auroc_ap, dev_runs, kept_line_indices, line_statistics,  # noqa: E402
-                            residual_maps, save_results, top_mean, window_sums)
+from dev_rank_rules import (dev_runs, evaluate_candidates, kept_line_indices, line_statistics,  # noqa: E402
+                            mean_auroc_by_survey, residual_maps, save_results, window_sums)
 
 #: The same window and least number of used pixels as the SavedModel's chi2_peak_per_line.
 WINDOW, MIN_PIXELS = 3, 5
@@ -72,17 +72,8 @@ def main() -> int:
         line_z = line_z_scores(line_statistics(chi, used)["peak3"][:, kept_line_indices(lines)], reference)
         pair_z = line_z_scores(pair_peaks(chi, sigma, used, adjacent_pairs(lines)), reference)
         candidates = {"lines": line_z, "pairs": pair_z, "lines+pairs": np.concatenate([line_z, pair_z], axis=1)}
-        label = np.asarray([labels[i] for i in ids])
-        positive, chosen = np.isin(label, POSITIVE), np.isin(label, POSITIVE + NEGATIVE)
-        results[f"{survey}/{run}"] = {name: auroc_ap(top_mean(z), positive, chosen) for name, z in candidates.items()}
-        print(f"{survey:9s} {run:10s} " + "  ".join(f"{name} {m['auroc']:.4f} ({m['ap']:.3f})"
-                                                   for name, m in results[f"{survey}/{run}"].items()), flush=True)
-    summary = {}
-    for name in ("lines", "pairs", "lines+pairs"):
-        by_survey = {}
-        for key, metrics in results.items():
-            by_survey.setdefault(key.split("/")[0], []).append(metrics[name]["auroc"])
-        summary[name] = {survey: round(float(np.mean(v)), 4) for survey, v in by_survey.items()}
+        results[f"{survey}/{run}"] = evaluate_candidates(candidates, ids, labels, f"{survey:9s} {run:10s}")
+    summary = mean_auroc_by_survey(results, ("lines", "pairs", "lines+pairs"))
     verdicts = {name: (summary[name]["realistic"] >= summary["lines"]["realistic"] + 0.02
                        and summary[name]["demo"] >= summary["lines"]["demo"] - 0.005)
                 for name in ("pairs", "lines+pairs")}
