@@ -21,7 +21,7 @@ variants on surveys seeded 100 higher, generated after the rule was fixed.
 the same trained models. Runs trained before the current SavedModel format are exported
 again from their weights, not retrained. Stages are cached under
 ``benchmarks/work/discovery-MODE/`` (a rerun reuses finished surveys, records, runs and
-scores; ``--rescore`` scores the cached models again). Writes
+scores; ``--rescore`` scores the cached models again, ``--results NAME`` names the file). Writes
 ``benchmarks/results/discovery.json`` (``discovery-heldout.json``, ``discovery-heldout2.json``,
 ``discovery-quick.json`` for the other modes, so no mode overwrites another's results).
 """
@@ -347,6 +347,9 @@ def main(argv=None) -> int:
                              "round 2 seeded 300 higher (discovery-heldout2.json)")
     parser.add_argument("--rescore", action="store_true",
                         help="score the cached models again (after a change in scoring); nothing is retrained")
+    parser.add_argument("--results", metavar="NAME",
+                        help="write (with --table: read) results/NAME.json instead of the mode's file, e.g. to "
+                             "keep a rescored run beside the original")
     parser.add_argument("--table", action="store_true",
                         help="print the Markdown tables (all scores; rank_score per kind of positive) of "
                              "results/discovery.json (--quick / --heldout: that mode's file)")
@@ -354,7 +357,7 @@ def main(argv=None) -> int:
                         help="add the mean-over-seeds rank_score to results/discovery.json from the cached scores")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full" if not args.heldout else "heldout" if args.heldout == 1 else "heldout2"
-    results_path = results_file(mode)
+    results_path = common.RESULTS_DIR / f"{args.results}.json" if args.results else results_file(mode)
     if args.table:
         results = json.loads(results_path.read_text())
         print(markdown_table(results))
@@ -406,18 +409,18 @@ def main(argv=None) -> int:
                                       "groups": summarise_groups(runs),
                                       "seed_ensemble": seed_ensemble(work, model, args.seeds, args.bootstrap)}
         results["variants"][variant.name] = entry
-        _write(results, started)  # after every variant: an interrupted run keeps what it measured
-    _write(results, started)
+        _write(results, started, results_path)  # after every variant: an interrupted run keeps what it measured
+    _write(results, started, results_path)
     return 0
 
 
-def _write(results: dict, started: float) -> None:
+def _write(results: dict, started: float, path: Path) -> None:
     results["seconds"] = round(time.perf_counter() - started, 1)
     results["date_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results["machine"] = common.machine_info()
     results["rows"] = readme_rows(results)
     common.RESULTS_DIR.mkdir(exist_ok=True)
-    results_file(results["mode"]).write_text(json.dumps(results, indent=2))
+    path.write_text(json.dumps(results, indent=2))
 
 
 #: How the README's results table names the rows of each held-out mode.

@@ -2,10 +2,12 @@
 
 dev_realistic_ingredients.py found that, of the realistic survey's changes, the shared
 H-alpha brightness range is what costs rank_score most (seed 0: AUROC 0.795 with it, 0.917
-with the classic survey's brighter blueberries and Seyferts; the others moved it by less
-than 0.01 at that seed). On the realistic development survey, rank_score follows the
-galaxy's brightness within every class (Spearman 0.87 against the catalogue's total
-H-alpha among SF galaxies): a chi2 grows with the square of the signal-to-noise for the
+with the classic survey's brighter blueberries and Seyferts). [Corrected after the run: when
+this was written only one other ingredient had been measured, correlated noise (+0.005);
+the full table, in docs/results.md, has weak AGN second at +0.077.] On the realistic
+development survey, rank_score follows the galaxy's brightness within every class
+(Spearman 0.87 against the catalogue's total H-alpha among SF galaxies, an interactive
+check no script writes): a chi2 grows with the square of the signal-to-noise for the
 same fractional misfit, so the brightest normal galaxies outrank the fainter AGN.
 
 The candidates, written down before this script was first run, keep today's rule (3 x 3

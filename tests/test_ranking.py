@@ -129,9 +129,9 @@ def test_a_line_without_brightness_is_taken_at_the_median_and_a_large_reference_
     median = np.median(adjusted)
     np.testing.assert_allclose(line_z_scores(chi2, train, missing)[:, 1],
                                (adjusted - median) / (1.4826 * np.median(np.abs(adjusted - median))), rtol=1e-9)
-    # Above TREND_GALAXIES reference galaxies, the trend is fitted on that many spread evenly.
+    # Above TREND_GALAXIES reference galaxies, the trend is fitted on that many, evenly spaced in brightness.
     monkeypatch.setattr(ranking, "TREND_GALAXIES", 20)
-    kept = np.linspace(0, 59, 20).round().astype(int)
+    kept = np.lexsort((np.log(chi2[:, 0]), log_snr[:, 0]))[np.linspace(0, 59, 20).round().astype(int)]
     slope = ranking._theil_sen_slope(log_snr[kept, 0], np.log(chi2[kept, 0]))
     adjusted = np.log(chi2[:, 0]) - slope * log_snr[:, 0]
     median = np.median(adjusted)
@@ -170,6 +170,10 @@ def test_the_report_paragraph_and_top_table_follow_the_rank_basis():
     assert rank_basis_of({k: v for k, v in peaks.items() if not k.startswith("peak_")} | {"chi2_score": 1}) == "chi2_"
     assert rank_basis_of({"err_HB-4862": 1, "chi2_score": 1}) == "err_"
     assert "3 x 3" in rank_score_explanation("peak_") and "3 x 3 peak existed" in rank_score_explanation("chi2_")
+    # The paragraph says whether the brightness trend was taken out: scores from before it was say so.
+    assert "at the same brightness" in rank_score_explanation("peak_")
+    old = rank_score_explanation("peak_", brightness_trend=False)
+    assert "at the same brightness" not in old and "written before" in old
     # The top table names each galaxy's highest line z-scores of the rank basis, tied copy left out.
     peaks["peak_OIII-5008"][7] *= 50
     peaks["peak_OIII-4960"][7] *= 500
@@ -211,6 +215,26 @@ def test_gallery_line_z_follow_the_map_order_without_tied_copies():
     chosen = _line_z_by_map_order(table, map_order, excluded_lines=["HA-6564"])
     assert np.isnan(chosen[:, map_order.index("HA-6564")]).all()
     assert np.isfinite(chosen[:, map_order.index(TIED_COPY)]).all()
+
+
+def test_gallery_line_z_are_what_rank_score_averages_with_the_brightness_trend():
+    from ifskeras.discovery.tables import unusual_line_z_scores
+
+    table, brightness, _, _ = _bright_normals_and_a_faint_anomaly()
+    table = table | brightness | {"split": np.array(["train"] * 50 + ["test"] * 10)}
+    z, names = unusual_line_z_scores(table, excluded_lines=[TIED_COPY])
+    ranked = rank_scores(table, LINES, np.arange(60) < 50, excluded_lines=[TIED_COPY])["rank_score"]
+    np.testing.assert_allclose(np.sort(z, axis=1)[:, -TOP_LINES:].mean(axis=1), ranked, rtol=1e-12)
+    without = {name: values for name, values in table.items() if not name.startswith("log_snr_")}
+    assert not np.allclose(unusual_line_z_scores(without, excluded_lines=[TIED_COPY])[0], z)
+
+
+def test_a_large_reference_is_thinned_the_same_whatever_the_row_order(monkeypatch):
+    _, _, log_snr, chi2 = _bright_normals_and_a_faint_anomaly(n=60)
+    monkeypatch.setattr(ranking, "TREND_GALAXIES", 20)
+    order = np.random.default_rng(1).permutation(60)
+    z = line_z_scores(chi2, np.ones(60, bool), log_snr)
+    np.testing.assert_allclose(line_z_scores(chi2[order], np.ones(60, bool), log_snr[order]), z[order], rtol=1e-12)
 
 
 def test_tiny_survey_scores_and_report_rank_by_rank_score(tiny_scores, tiny_records, tmp_path):

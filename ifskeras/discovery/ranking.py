@@ -16,9 +16,10 @@ checked on benchmark surveys generated after it was fixed: docs/results.md):
    measured from the records) is fitted over the training galaxies and its trend is
    taken out;
 3. put it on that line's own scale: the robust z-score of that log against the training
-   galaxies' values of the same line, ``(log e - median) / (1.4826 MAD)``, so every line
-   counts alike whatever its brightness or noise, and an error far beyond all training
-   galaxies still counts as far (a percentile would stop at 100);
+   galaxies' values of the same line, ``(log e - median) / (1.4826 MAD)``, so that a
+   line with large errors in every galaxy (H-alpha) counts no more than a faint one, and
+   an error far beyond all training galaxies still counts as far (a percentile would stop
+   at 100);
 4. ``rank_score`` is the mean of the galaxy's :data:`TOP_LINES` highest line z-scores:
    a galaxy is unusual when a few of its lines are reconstructed much worse than is
    usual for those lines at their brightness, as an AGN's [OIII], [OI] or HeII maps are;
@@ -34,7 +35,7 @@ over nine runs). Why per line and not the galaxy-level errors or the latent k-NN
 the galaxy-level error lets the bright lines (H-alpha, [NII]), where clumpy star-forming
 discs are hard too, decide the ranking, and the k-NN score was near chance (AUROC
 0.50-0.65) although it had done well on another generator's survey. docs/results.md has
-the numbers of both rounds. Why the brightness trend: without it the brightest normal
+the numbers of all three rounds. Why the brightness trend: without it the brightest normal
 galaxies outranked fainter AGN (on the realistic development survey rank_score followed
 the galaxy's total H-alpha with Spearman 0.87 among star-forming galaxies), and taking
 it out raised the mean AUROC from 0.797 to 0.896 there and from 0.966 to 0.999 on the
@@ -64,7 +65,7 @@ RANK_RULE = (f"mean of the {TOP_LINES} highest per-line robust z-scores of log p
 #: Columns of each line's brightness: log10 of its integrated signal-to-noise in the records.
 LOG_SNR_PREFIX = "log_snr_"
 #: Most training galaxies a line's brightness trend is fitted on: Theil-Sen takes every pair
-#: of them (2000, spread evenly over a larger reference, are 2 million pairs).
+#: of them (2000, spread evenly over a larger reference in brightness order, are 2 million pairs).
 TREND_GALAXIES = 2000
 #: Fewest training galaxies with a measured line a brightness trend is fitted on.
 MIN_TREND_GALAXIES = 10
@@ -84,16 +85,21 @@ _BASIS_WORDS = {
 }
 
 
-def rank_score_explanation(basis: str = "peak_") -> str:
-    """The report's paragraph on what rank_score is, for the per-line basis it was built from."""
+def rank_score_explanation(basis: str = "peak_", brightness_trend: bool = True) -> str:
+    """The report's paragraph on what rank_score is, for the per-line basis it was built from and
+    whether each line's brightness trend was taken out (scores written before it was: not)."""
+    compared = ("errors for the same line at the same brightness (the trend of the error with the line's integrated "
+                "signal-to-noise over the training galaxies is taken out, since a brighter line shows the same "
+                "misfit as a larger error)" if brightness_trend else
+                "errors for the same line (these scores were written before ifskeras took out each line's trend with "
+                "its brightness: `ifskeras score` again adds it)")
     return (
         "Galaxies are ranked by rank_score, the ranking ifskeras recommends without labels. For each emission line "
         f"(the DAP's tied doublet copies left out), {_BASIS_WORDS[basis]} is compared with the training galaxies' "
-        "errors for the same line at the same brightness (the trend of the error with the line's integrated "
-        "signal-to-noise over the training galaxies is taken out, since a brighter line shows the same misfit with a "
-        f"larger chi2), as a robust z-score of its logarithm; rank_score is the mean of a galaxy's {TOP_LINES} "
+        f"{compared}, as a robust z-score of its logarithm; rank_score is the mean of a galaxy's {TOP_LINES} "
         "highest line z-scores. A galaxy ranks high when a few of its lines are reconstructed much worse than is "
-        "usual for those lines at their brightness, as an AGN's [OIII], [OI] or HeII maps are. The "
+        f"usual for those lines{' at their brightness' if brightness_trend else ''}, as an AGN's [OIII], [OI] or "
+        "HeII maps are. The "
         "rule was chosen on development surveys and never sees labels; how well it does on other synthetic surveys "
         "is in docs/results.md. anomaly_score (the paper's reconstruction error), chi2_score, knn_score and "
         "combined_score are kept beside it."
@@ -164,7 +170,9 @@ def _without_brightness_trend(logs: np.ndarray, measured: np.ndarray, log_snr: n
         if fit.size < MIN_TREND_GALAXIES:
             continue
         if fit.size > TREND_GALAXIES:
-            fit = fit[np.linspace(0, fit.size - 1, TREND_GALAXIES).round().astype(int)]
+            # Evenly spaced in brightness order, so the fit does not depend on the table's row order.
+            by_brightness = fit[np.lexsort((logs[fit, line], x[fit]))]
+            fit = by_brightness[np.linspace(0, fit.size - 1, TREND_GALAXIES).round().astype(int)]
         slope = _theil_sen_slope(x[fit], logs[fit, line])
         out[:, line] -= slope * np.where(np.isfinite(x), x, np.median(x[fit]))
     return out

@@ -24,7 +24,8 @@ import numpy as np
 from ifskeras import __version__
 from ifskeras.discovery.comparison import Comparison
 from ifskeras.discovery.metrics import Evaluation, class_display_name
-from ifskeras.discovery.ranking import TOP_LINES, rank_basis_of, rank_score_explanation
+from ifskeras.discovery.ranking import (TOP_LINES, line_brightness, per_line_names, rank_basis_of,
+                                       rank_score_explanation)
 from ifskeras.discovery.retrieval import Retrieval
 from ifskeras.discovery.tables import (
     as_text,
@@ -187,7 +188,8 @@ def write_report(
     # Score histogram.
     body.append(_section_head("scores"))
     if score_column == "rank_score":
-        body.append(f"<p>{_esc(rank_score_explanation(rank_basis_of(columns)))}</p>")
+        trend = line_brightness(columns, per_line_names(columns, rank_basis_of(columns))) is not None
+        body.append(f"<p>{_esc(rank_score_explanation(rank_basis_of(columns), brightness_trend=trend))}</p>")
     path = figures.plot_score_histogram(score, fig_dir / "score_histogram.png", score_name=score_column,
                                         labels=None if labels is None else labels.astype(str))
     body.append(_figure_html(path, out_dir, f"Distribution of {score_column} with its 95th and 99th percentiles."))
